@@ -1,0 +1,50 @@
+"""The ``imascl-ray`` command line: finds the sub-commands in :mod:`imascl_ray.commands` and runs one."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from imascl_ray import __version__, commands
+from imascl_ray.errors import InputError
+
+
+def discover_commands() -> dict[str, ModuleType]:
+    """Import every module of :mod:`imascl_ray.commands` and index it by its ``NAME``."""
+    found: dict[str, ModuleType] = {}
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        found[module.NAME] = module
+    return found
+
+
+def build_parser(found: dict[str, ModuleType]) -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per discovered command."""
+    parser = argparse.ArgumentParser(
+        prog="imascl-ray",
+        description="Soft contrastive learning for multilingual sentence embeddings, with Ray.",
+    )
+    parser.add_argument("--version", action="version", version=f"imascl-ray {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in found.items():
+        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``imascl-ray`` and ``python -m imascl_ray``; returns the exit code."""
+    found = discover_commands()
+    args = build_parser(found).parse_args(argv)
+    try:
+        return int(found[args.command].run(args) or 0)
+    except InputError as error:
+        print(f"imascl-ray {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
