@@ -71,22 +71,24 @@ def check_same_shape(x: Tensor, group: dist.ProcessGroup | None = None) -> None:
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """All-gather forward; backward sums every rank's gradient for this rank's slice."""
+    """All-gather forward; backward reduce-scatters, so each rank gets the sum of every rank's gradient
+    for its own slice (moving ``1/W`` of the data an all-reduce would)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, group: dist.ProcessGroup | None) -> Tensor:  # type: ignore[override]
-        world, rank = world_size_and_rank(group)
-        ctx.group, ctx.rank, ctx.rows = group, rank, x.shape[0]
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x.contiguous(), group=group)
-        return torch.cat(parts, dim=0)
+        world, _ = world_size_and_rank(group)
+        ctx.group = group
+        x = x.contiguous()
+        gathered = x.new_empty((world * x.shape[0], *x.shape[1:]))
+        dist.all_gather_single(gathered, x, group=group)
+        return gathered
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        start = ctx.rank * ctx.rows
-        return grad[start : start + ctx.rows], None
+        world, _ = world_size_and_rank(ctx.group)
+        own = grad.new_empty((grad.shape[0] // world, *grad.shape[1:]))
+        dist.reduce_scatter_single(own, grad.contiguous(), op=dist.ReduceOp.SUM, group=ctx.group)
+        return own, None
 
 
 def gather_with_grad(
