@@ -159,6 +159,7 @@ def distributed_loss(
     margin: float = 0.0,
     local: bool = False,
     teacher_scope: Literal["local", "global"] = "local",
+    negatives: Tensor | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> Tensor:
     """The training loss of one data-parallel rank, with negatives gathered from every rank.
@@ -176,6 +177,8 @@ def distributed_loss(
         lam: None for ``L_cross``, else ``lam * L_cross + L_mono``.
         margin: additive margin on the translation pair's cosine.
         local: compute only this rank's rows and columns (``B x N`` logits) instead of ``N x N``.
+        negatives: ``[M, d]`` this rank's extra negatives (embeddings of mined hard negatives, the mUSE
+            baseline); gathered like the batch, they join every row's softmax with label 0.
         group: the process group (default: the world).
     Returns:
         A scalar following the module's convention: averaged over ranks it is the global loss, and
@@ -205,14 +208,25 @@ def distributed_loss(
             f"teacher embeddings cover {anchor_all.shape[0]} pairs but the gathered batch has "
             f"{src_all.shape[0]}; teacher_scope={teacher_scope!r}"
         )
+    negatives_all = gather_with_grad(negatives, group) if negatives is not None else None
     if not local:
         labels = soft_labels(anchor_all, other_all, kind=kind, tau=teacher_tau)
-        return imascl_loss(src_all, tgt_all, labels, tau=tau, lam=lam, margin=margin)
+        return imascl_loss(src_all, tgt_all, labels, tau=tau, lam=lam, margin=margin, negatives=negatives_all)
     offset = rank * rows
     row_labels, col_labels = _local_label_blocks(
         anchor_all, other_all, kind=kind, tau=teacher_tau, offset=offset, rows=rows, group=group
     )
     share = local_imascl_loss(
-        src, tgt, src_all, tgt_all, row_labels, col_labels, offset=offset, tau=tau, lam=lam, margin=margin
+        src,
+        tgt,
+        src_all,
+        tgt_all,
+        row_labels,
+        col_labels,
+        offset=offset,
+        tau=tau,
+        lam=lam,
+        margin=margin,
+        negatives_all=negatives_all,
     )
     return share * world

@@ -184,7 +184,13 @@ def _check_pairs(src: Tensor, tgt: Tensor, labels: Tensor) -> int:
 
 
 def soft_contrastive_loss(
-    src: Tensor, tgt: Tensor, labels: Tensor, *, tau: float, margin: float = 0.0
+    src: Tensor,
+    tgt: Tensor,
+    labels: Tensor,
+    *,
+    tau: float,
+    margin: float = 0.0,
+    negatives: Tensor | None = None,
 ) -> Tensor:
     """``L_cross = L_row + L_col`` (Eq. 2 and 6) with ``sim_f = cos / tau``.
 
@@ -197,11 +203,21 @@ def soft_contrastive_loss(
         labels: ``[N, N]`` soft labels ``w(i, j)`` from :func:`soft_labels`.
         tau: the student temperature.
         margin: optional additive margin on each translation pair's cosine (LaBSE); 0 is the paper.
+        negatives: optional ``[M, d]`` extra target-language sentences that are no source's translation
+            (mined hard negatives, the mUSE baseline): they join every row's softmax with label 0.
     """
     n = _check_pairs(src, tgt, labels)
-    row = soft_cross_entropy(src, tgt, labels, tau=tau, margin=margin)
+    row = soft_cross_entropy(*_with_negatives(src, tgt, labels, negatives), tau=tau, margin=margin)
     col = soft_cross_entropy(tgt, src, labels.T, tau=tau, margin=margin)
     return (row + col) / n
+
+
+def _with_negatives(queries: Tensor, keys: Tensor, targets: Tensor, negatives: Tensor | None):
+    """``(queries, keys + negatives, targets + zero columns)``: negatives are candidates no one targets."""
+    if negatives is None:
+        return queries, keys, targets
+    padding = targets.new_zeros(targets.shape[0], negatives.shape[0])
+    return queries, torch.cat([keys, negatives]), torch.cat([targets, padding], dim=1)
 
 
 def monolingual_loss(src: Tensor, tgt: Tensor, labels: Tensor, *, tau: float) -> Tensor:
@@ -218,13 +234,21 @@ def monolingual_loss(src: Tensor, tgt: Tensor, labels: Tensor, *, tau: float) ->
 
 
 def imascl_loss(
-    src: Tensor, tgt: Tensor, labels: Tensor, *, tau: float, lam: float | None = None, margin: float = 0.0
+    src: Tensor,
+    tgt: Tensor,
+    labels: Tensor,
+    *,
+    tau: float,
+    lam: float | None = None,
+    margin: float = 0.0,
+    negatives: Tensor | None = None,
 ) -> Tensor:
     """The paper's objective: ``L_cross`` when ``lam`` is None, else ``lam * L_cross + L_mono`` (Eq. 8, TMS).
 
     The authors' code has no lambda; it corresponds to ``lam = 1``. The paper's setting is ``lam = 0.1``.
+    ``margin`` and ``negatives`` are as in :func:`soft_contrastive_loss`.
     """
-    cross = soft_contrastive_loss(src, tgt, labels, tau=tau, margin=margin)
+    cross = soft_contrastive_loss(src, tgt, labels, tau=tau, margin=margin, negatives=negatives)
     if lam is None:
         return cross
     return lam * cross + monolingual_loss(src, tgt, labels, tau=tau)
@@ -242,6 +266,7 @@ def local_imascl_loss(
     tau: float,
     lam: float | None = None,
     margin: float = 0.0,
+    negatives_all: Tensor | None = None,
 ) -> Tensor:
     """One block's share of :func:`imascl_loss`: its own rows and columns against the whole batch.
 
@@ -256,9 +281,11 @@ def local_imascl_loss(
         col_labels: ``[B, N]`` the block's columns of ``w``, transposed: ``w[:, offset:offset+B].T``.
         offset: the block's first row in the batch.
         tau, lam, margin: as in :func:`imascl_loss`.
+        negatives_all: ``[M, d]`` every block's extra negatives, as ``negatives`` of :func:`imascl_loss`.
     """
     n = src_all.shape[0]
-    cross = soft_cross_entropy(src_local, tgt_all, row_labels, tau=tau, margin=margin, offset=offset)
+    row_terms = _with_negatives(src_local, tgt_all, row_labels, negatives_all)
+    cross = soft_cross_entropy(*row_terms, tau=tau, margin=margin, offset=offset)
     cross = cross + soft_cross_entropy(tgt_local, src_all, col_labels, tau=tau, margin=margin, offset=offset)
     if lam is None:
         return cross / n

@@ -28,7 +28,10 @@ CASES = [
     {"kind": "average", "lam": 0.1, "local": True, "teacher_scope": "global"},
     {"kind": "priority", "lam": None, "local": False, "teacher_scope": "global"},
     {"kind": "mse", "lam": None, "local": False, "teacher_scope": "local"},
+    {"kind": "hard", "lam": None, "local": False, "teacher_scope": "local", "negatives": True},
+    {"kind": "hard", "lam": None, "local": True, "teacher_scope": "local", "negatives": True},
 ]
+NEGATIVES_PER_PAIR = 2
 
 
 def _model() -> torch.nn.Module:
@@ -43,6 +46,9 @@ def _global_batch() -> dict[str, torch.Tensor]:
         "inputs_tgt": torch.randn(GLOBAL_BATCH, 6, generator=generator, dtype=torch.float64),
         "teacher_anchor": torch.randn(GLOBAL_BATCH, 8, generator=generator, dtype=torch.float64),
         "teacher_other": torch.randn(GLOBAL_BATCH, 8, generator=generator, dtype=torch.float64),
+        "inputs_negatives": torch.randn(
+            GLOBAL_BATCH * NEGATIVES_PER_PAIR, 6, generator=generator, dtype=torch.float64
+        ),
     }
 
 
@@ -56,7 +62,8 @@ def _single_process(case: dict) -> tuple[float, list[torch.Tensor]]:
         labels = soft_labels(
             batch["teacher_anchor"], batch["teacher_other"], kind=case["kind"], tau=TEACHER_TAU
         )
-        loss = imascl_loss(src, tgt, labels, tau=TAU, lam=case["lam"], margin=0.05)
+        negatives = model(batch["inputs_negatives"]) if case.get("negatives") else None
+        loss = imascl_loss(src, tgt, labels, tau=TAU, lam=case["lam"], margin=0.05, negatives=negatives)
     loss.backward()
     return loss.item(), [p.grad.clone() for p in model.parameters()]
 
@@ -76,6 +83,8 @@ def _rank_step(rank: int, init_file: str, out_dir: str) -> None:
         model = DistributedDataParallel(_model())
         src, tgt = model(batch["inputs_src"][rows]), model(batch["inputs_tgt"][rows])
         teacher_rows = slice(None) if case["teacher_scope"] == "global" else rows
+        negative_rows = slice(rows.start * NEGATIVES_PER_PAIR, rows.stop * NEGATIVES_PER_PAIR)
+        negatives = model(batch["inputs_negatives"][negative_rows]) if case.get("negatives") else None
         loss = distributed_loss(
             src,
             tgt,
@@ -88,6 +97,7 @@ def _rank_step(rank: int, init_file: str, out_dir: str) -> None:
             margin=0.05,
             local=case["local"],
             teacher_scope=case["teacher_scope"],
+            negatives=negatives,
         )
         loss.backward()
         mean_loss = loss.detach().clone()

@@ -173,6 +173,18 @@ def test_margin_is_subtracted_from_the_translation_cosine_only():
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_hard_negatives_join_the_row_softmax_with_label_zero():
+    """mUSE's translation ranking with hard negatives: rows over [targets; negatives], columns as before."""
+    torch.manual_seed(5)
+    src, tgt, negatives = torch.randn(5, 8), torch.randn(5, 8), torch.randn(10, 8)
+    unit = [F.normalize(x, dim=1) for x in (src, tgt, negatives)]
+    rows = torch.cat([unit[0] @ unit[1].T, unit[0] @ unit[2].T], dim=1)
+    target = torch.arange(5)
+    expected = F.cross_entropy(rows / TAU, target) + F.cross_entropy((unit[0] @ unit[1].T).T / TAU, target)
+    loss = soft_contrastive_loss(src, tgt, torch.eye(5), tau=TAU, negatives=negatives)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_gradients_pass_gradcheck_in_float64():
     labels = soft_labels(t64(TEACHER_SRC), t64(TEACHER_TGT), kind="average", tau=TAU)
     src, tgt, teacher = t64(SRC, grad=True), t64(TGT, grad=True), t64(TEACHER_SRC, grad=True)
@@ -197,8 +209,9 @@ def test_blocks_of_the_local_form_add_up_to_the_full_loss(kind, lam):
     teacher_s, teacher_t = torch.randn(n, 5, dtype=torch.float64), torch.randn(n, 5, dtype=torch.float64)
     labels = soft_labels(teacher_s, teacher_t, kind=kind, tau=0.05)
 
-    full = imascl_loss(src, tgt, labels, tau=TAU, lam=lam, margin=0.1)
-    full_grads = torch.autograd.grad(full, (src, tgt))
+    negatives = torch.randn(6, dim, dtype=torch.float64, requires_grad=True)
+    full = imascl_loss(src, tgt, labels, tau=TAU, lam=lam, margin=0.1, negatives=negatives)
+    full_grads = torch.autograd.grad(full, (src, tgt, negatives))
     shares = sum(
         local_imascl_loss(
             src[o : o + block],
@@ -211,11 +224,12 @@ def test_blocks_of_the_local_form_add_up_to_the_full_loss(kind, lam):
             tau=TAU,
             lam=lam,
             margin=0.1,
+            negatives_all=negatives,
         )
         for o in range(0, n, block)
     )
     torch.testing.assert_close(shares, full, rtol=1e-12, atol=1e-12)
-    for got, expected in zip(torch.autograd.grad(shares, (src, tgt)), full_grads, strict=True):
+    for got, expected in zip(torch.autograd.grad(shares, (src, tgt, negatives)), full_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
