@@ -16,8 +16,10 @@ def synthetic(counts: dict[str, int]) -> Corpus:
     rows = []
     for name, count in counts.items():
         src_lang, tgt_lang = name.split("-")
-        rows += [(src_lang, tgt_lang, f"{src_lang} sentence {i} of {name}", f"{tgt_lang} phrase {i} of {name}")
-                 for i in range(count)]
+        rows += [
+            (src_lang, tgt_lang, f"{src_lang} sentence {i} of {name}", f"{tgt_lang} phrase {i} of {name}")
+            for i in range(count)
+        ]
     return Corpus.from_pairs(rows)
 
 
@@ -51,8 +53,11 @@ def test_global_batch_must_divide_among_ranks():
 
 
 def test_corpus_smaller_than_one_global_batch_is_an_error():
-    with pytest.raises(InputError, match=r"global_batch_size: the corpus \(12 pairs; en-fr: 7, en-ja: 5\) is "
-                                         r"smaller than one global batch of 8"):
+    with pytest.raises(
+        InputError,
+        match=r"global_batch_size: the corpus \(12 pairs; en-fr: 7, en-ja: 5\) is "
+        r"smaller than one global batch of 8",
+    ):
         BatchPlan(synthetic({"en-fr": 7, "en-ja": 5}), 8, 2)
 
 
@@ -117,8 +122,9 @@ def test_resume_from_epoch_and_step_neither_repeats_nor_skips():
     for start in (0, 1, len(full) - 1, len(full)):
         resumed = list(BatchPlan(corpus, 8, 4, seed=11).batches(4, start_step=start))
         assert [b.step for b in resumed] == list(range(start, len(full)))
-        assert all(np.array_equal(a.pair_indices, b.pair_indices) for a, b in zip(resumed, full[start:],
-                                                                                   strict=True))
+        assert all(
+            np.array_equal(a.pair_indices, b.pair_indices) for a, b in zip(resumed, full[start:], strict=True)
+        )
     assert plan.position(2 * plan.steps_per_epoch + 3) == (2, 3)
     with pytest.raises(InputError, match="start_step"):
         next(plan.batches(0, start_step=plan.steps_per_epoch + 1))
@@ -161,8 +167,12 @@ def test_pair_groups_mapping_is_accepted():
 def test_scales_to_250k_pairs():
     count = 250_000
     langs = ("fr", "ja", "ko", "ru", "de")
-    corpus = Corpus(["en"] * count, [langs[i % 5] for i in range(count)],
-                    [f"english sentence {i}" for i in range(count)], [f"translation {i}" for i in range(count)])
+    corpus = Corpus(
+        ["en"] * count,
+        [langs[i % 5] for i in range(count)],
+        [f"english sentence {i}" for i in range(count)],
+        [f"translation {i}" for i in range(count)],
+    )
     start = time.perf_counter()
     assert len(corpus.sentences()) == 2 * count
     plan = BatchPlan(corpus, 32, 4, seed=0)

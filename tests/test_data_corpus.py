@@ -71,14 +71,18 @@ def test_sentence_list_and_fingerprint_depend_on_content_not_row_order():
 
 
 def test_tsv_columns_in_any_order_and_without_provenance(tmp_path):
-    path = write_tsv(tmp_path / "c.tsv", ["tgt", "src", "src_lang", "tgt_lang"],
-                     ["Bonjour tout le monde\tHello everyone\tEN\tfr"])
+    path = write_tsv(
+        tmp_path / "c.tsv",
+        ["tgt", "src", "src_lang", "tgt_lang"],
+        ["Bonjour tout le monde\tHello everyone\tEN\tfr"],
+    )
     corpus = read_corpus(path)
     assert corpus[0].src_lang == "en" and corpus[0].src == "Hello everyone"
     assert corpus[0].tgt == "Bonjour tout le monde" and corpus.provenance == [""]
 
 
 # ---- bad input: each message names the file and the line (or row) and the field -------------------
+
 
 @pytest.mark.parametrize("suffix", [".tsv", ".jsonl", ".parquet"])
 def test_missing_column_names_the_file_and_column(tmp_path, suffix):
@@ -87,7 +91,9 @@ def test_missing_column_names_the_file_and_column(tmp_path, suffix):
         write_tsv(path, ["src_lang", "tgt_lang", "src"], ["en\tfr\tHello there my friend"])
         where = "line 1"
     elif suffix == ".jsonl":
-        path.write_text(json.dumps({"src_lang": "en", "tgt_lang": "fr", "src": "Hi"}) + "\n", encoding="utf-8")
+        path.write_text(
+            json.dumps({"src_lang": "en", "tgt_lang": "fr", "src": "Hi"}) + "\n", encoding="utf-8"
+        )
         where = "line 1"
     else:
         pq.write_table(pa.table({"src_lang": ["en"], "tgt_lang": ["fr"], "src": ["Hi"]}), path)
@@ -98,7 +104,9 @@ def test_missing_column_names_the_file_and_column(tmp_path, suffix):
 
 @pytest.mark.parametrize("suffix", [".tsv", ".jsonl", ".parquet"])
 def test_empty_sentences_are_dropped_with_a_count_or_raise(tmp_path, suffix, caplog):
-    corpus = Corpus.from_pairs([ROWS[0], ("en", "fr", "   ", "Vide"), ROWS[2], ("en", "ja", "Empty target", "")])
+    corpus = Corpus.from_pairs(
+        [ROWS[0], ("en", "fr", "   ", "Vide"), ROWS[2], ("en", "ja", "Empty target", "")]
+    )
     path = write_corpus(corpus, tmp_path / f"c{suffix}")
     with caplog.at_level(logging.WARNING):
         kept = read_corpus(path)
@@ -111,8 +119,17 @@ def test_empty_sentences_are_dropped_with_a_count_or_raise(tmp_path, suffix, cap
 
 def test_null_sentence_in_parquet_counts_as_empty(tmp_path):
     path = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"src_lang": ["en", "en"], "tgt_lang": ["fr", "fr"],
-                             "src": ["One two three four", "Five six seven"], "tgt": ["Un deux trois", None]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "src_lang": ["en", "en"],
+                "tgt_lang": ["fr", "fr"],
+                "src": ["One two three four", "Five six seven"],
+                "tgt": ["Un deux trois", None],
+            }
+        ),
+        path,
+    )
     with pytest.raises(InputError, match=rf"{path} row 2, field tgt"):
         read_corpus(path, empty="error")
 
@@ -132,23 +149,38 @@ def test_non_utf8_bytes_name_the_line(tmp_path, suffix):
     lines = path.read_bytes().split(b"\n")
     lines[2] = lines[2][:20] + b"\xe9" + lines[2][20:]  # a Latin-1 byte on the file's third line
     path.write_bytes(b"\n".join(lines))
-    with pytest.raises(InputError, match=rf"{path} line 3: bytes that are not UTF-8 \(0xe9 at byte column 21"):
+    with pytest.raises(
+        InputError, match=rf"{path} line 3: bytes that are not UTF-8 \(0xe9 at byte column 21"
+    ):
         read_corpus(path)
 
 
 def test_non_utf8_bytes_in_a_parquet_binary_column_name_row_and_field(tmp_path):
     path = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"src_lang": ["en", "en"], "tgt_lang": ["fr", "fr"],
-                             "src": pa.array([b"Hello my dear friend", b"Caf\xe9 au lait please"], pa.binary()),
-                             "tgt": ["Bonjour mon cher ami", "Un café au lait"]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "src_lang": ["en", "en"],
+                "tgt_lang": ["fr", "fr"],
+                "src": pa.array([b"Hello my dear friend", b"Caf\xe9 au lait please"], pa.binary()),
+                "tgt": ["Bonjour mon cher ami", "Un café au lait"],
+            }
+        ),
+        path,
+    )
     with pytest.raises(InputError, match=rf"{path} row 2, field src: bytes that are not UTF-8"):
         read_corpus(path)
 
 
 def test_tsv_line_with_the_wrong_number_of_fields(tmp_path):
-    path = write_tsv(tmp_path / "c.tsv", ["src_lang", "tgt_lang", "src", "tgt"],
-                     ["en\tfr\tOne two three four\tUn deux trois quatre",
-                      "en\tfr\tA sentence with\ta tab inside\tUne phrase"])
+    path = write_tsv(
+        tmp_path / "c.tsv",
+        ["src_lang", "tgt_lang", "src", "tgt"],
+        [
+            "en\tfr\tOne two three four\tUn deux trois quatre",
+            "en\tfr\tA sentence with\ta tab inside\tUne phrase",
+        ],
+    )
     with pytest.raises(InputError, match=rf"{path} line 3: expected 4 tab-separated fields .* found 5"):
         read_corpus(path)
 

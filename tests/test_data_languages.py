@@ -24,20 +24,30 @@ def test_pair_sets_of_the_paper():
     every = resolve_pair_set("all", FIVE)
     assert len(every) == 10 and {frozenset(p) for p in every} == {frozenset(p) for p in combinations(FIVE, 2)}
     union = resolve_pair_set("en-xx+fr-xx", FIVE)
-    assert set(union) == {("en", "fr"), ("en", "ja"), ("en", "ko"), ("en", "ru"),
-                          ("fr", "ja"), ("fr", "ko"), ("fr", "ru")}  # en-fr once, not fr-en too
+    assert set(union) == {
+        ("en", "fr"),
+        ("en", "ja"),
+        ("en", "ko"),
+        ("en", "ru"),
+        ("fr", "ja"),
+        ("fr", "ko"),
+        ("fr", "ru"),
+    }  # en-fr once, not fr-en too
     assert ("ru", "ja") in resolve_pair_set("en-xx+ru-xx", FIVE)
     assert resolve_pair_set("en-fr,en-ja", FIVE) == [("en", "fr"), ("en", "ja")]
     assert resolve_pair_set("en-ko", FIVE) == [("en", "ko")]  # the cross-lingual setting
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("en-jp", "unknown language code 'jp'"),
-    ("de-xx", "'de' is not among the chosen languages"),
-    ("en-en", "pairs a language with itself"),
-    ("enfr", "not a language pair like 'en-fr'"),
-    ("", "empty language-pair set"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("en-jp", "unknown language code 'jp'"),
+        ("de-xx", "'de' is not among the chosen languages"),
+        ("en-en", "pairs a language with itself"),
+        ("enfr", "not a language pair like 'en-fr'"),
+        ("", "empty language-pair set"),
+    ],
+)
 def test_bad_pair_sets_say_what_is_wrong(spec, message):
     with pytest.raises(InputError, match=message):
         resolve_pair_set(spec, FIVE)

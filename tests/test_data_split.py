@@ -21,8 +21,10 @@ def synthetic(counts: dict[str, int]) -> Corpus:
     rows = []
     for name, count in counts.items():
         src_lang, tgt_lang = name.split("-")
-        rows += [(src_lang, tgt_lang, f"{src_lang} sentence {i} of {name}", f"{tgt_lang} phrase {i} of {name}")
-                 for i in range(count)]
+        rows += [
+            (src_lang, tgt_lang, f"{src_lang} sentence {i} of {name}", f"{tgt_lang} phrase {i} of {name}")
+            for i in range(count)
+        ]
     return Corpus.from_pairs(rows)
 
 
@@ -37,7 +39,9 @@ def test_select_pairs_matches_either_orientation_and_names_missing_pairs():
     chosen = select_pairs(corpus, "en-xx", ["en", "fr", "ja"])
     assert chosen.pair_counts() == {"en-fr": 3, "ja-en": 2}
     assert select_pairs(corpus, "all", ["en", "fr", "ja"]).pair_counts() == corpus.pair_counts()
-    with pytest.raises(InputError, match=r"pairs 'en-xx': the corpus has no en-ko pairs \(it has: en-fr, fr-ja, ja-en\)"):
+    with pytest.raises(
+        InputError, match=r"pairs 'en-xx': the corpus has no en-ko pairs \(it has: en-fr, fr-ja, ja-en\)"
+    ):
         select_pairs(corpus, "en-xx", ["en", "fr", "ja", "ko"])
 
 
@@ -69,8 +73,10 @@ def test_split_drops_training_rows_sharing_a_sentence_with_validation():
     corpus = Corpus.from_pairs(rows)
     split = train_validation_split(corpus, 3, seed=0)
     held_out = {normalise_text(t) for t in split.validation.src + split.validation.tgt}
-    assert all(normalise_text(s) not in held_out and normalise_text(t) not in held_out
-               for s, t in zip(split.train.src, split.train.tgt, strict=True))
+    assert all(
+        normalise_text(s) not in held_out and normalise_text(t) not in held_out
+        for s, t in zip(split.train.src, split.train.tgt, strict=True)
+    )
     assert len(split.train) + split.overlap_dropped == 20 - 6
     kept = train_validation_split(corpus, 3, seed=0, disjoint=False)
     assert len(kept.train) == 14 and kept.overlap_dropped == 0
@@ -78,20 +84,27 @@ def test_split_drops_training_rows_sharing_a_sentence_with_validation():
 
 def test_validation_larger_than_the_data_is_an_error_naming_the_pair():
     corpus = synthetic({"en-fr": 25, "en-ko": 4})
-    with pytest.raises(InputError, match=r"validation: 5 validation pairs requested for en-ko, which has only 4"):
+    with pytest.raises(
+        InputError, match=r"validation: 5 validation pairs requested for en-ko, which has only 4"
+    ):
         train_validation_split(corpus, 5, seed=0)
     with pytest.raises(InputError, match=r"validation: a fraction must lie between 0 and 1"):
         train_validation_split(corpus, 1.5, seed=0)
 
 
 def test_contamination_filter_uses_normalised_text_and_reports_counts():
-    corpus = Corpus.from_pairs([
-        ("en", "fr", "Open the file now", "Ouvrez le fichier maintenant"),
-        ("en", "fr", "Close the window", "Fermez la fenêtre"),
-        ("en", "ja", "Save your work often", "作業をこまめに保存してください"),
-        ("en", "ja", "Quit the program", "プログラムを終了します"),
-    ])
-    evaluation = {"tatoeba": ["  open THE  file now "], "flores": ["作業をこまめに保存してください", "unrelated"]}
+    corpus = Corpus.from_pairs(
+        [
+            ("en", "fr", "Open the file now", "Ouvrez le fichier maintenant"),
+            ("en", "fr", "Close the window", "Fermez la fenêtre"),
+            ("en", "ja", "Save your work often", "作業をこまめに保存してください"),
+            ("en", "ja", "Quit the program", "プログラムを終了します"),
+        ]
+    )
+    evaluation = {
+        "tatoeba": ["  open THE  file now "],
+        "flores": ["作業をこまめに保存してください", "unrelated"],
+    }
     kept, report = contamination_filter(corpus, evaluation)
     assert kept.src == ["Close the window", "Quit the program"]
     assert report.dropped == 2
@@ -111,3 +124,62 @@ def test_evaluation_sentences_from_corpus_and_text_files(tmp_path):
     text.write_bytes(b"ok\nbad \xff byte\n")
     with pytest.raises(InputError, match=r"e\.txt line 2: bytes that are not UTF-8"):
         read_evaluation_sentences(text)
+
+
+def test_prepare_command_selects_caps_splits_and_decontaminates(tmp_path, capsys):
+    from imascl_ray.cli import main
+    from imascl_ray.data import read_corpus
+
+    source = write_corpus(synthetic({"en-fr": 30, "en-ja": 30, "fr-ja": 30}), tmp_path / "all.parquet")
+    evaluation = tmp_path / "eval.txt"
+    evaluation.write_text("EN sentence 0 of en-fr\nnot in the corpus\n", encoding="utf-8")
+    train_path, validation_path = tmp_path / "train.jsonl", tmp_path / "validation.tsv"
+    code = main(
+        [
+            "corpus",
+            "prepare",
+            str(source),
+            "--pairs",
+            "en-xx",
+            "--langs",
+            "en,fr,ja",
+            "--cap",
+            "20",
+            "--validation",
+            "5",
+            "--seed",
+            "3",
+            "--evaluation",
+            str(evaluation),
+            "--train-out",
+            str(train_path),
+            "--validation-out",
+            str(validation_path),
+        ]
+    )
+    assert code == 0
+    train, validation = read_corpus(train_path), read_corpus(validation_path)
+    assert validation.pair_counts() == {"en-fr": 5, "en-ja": 5}
+    expected_train = train_validation_split(
+        cap_per_pair(select_pairs(read_corpus(source), "en-xx", ["en", "fr", "ja"]), 20, 3), 5, 3
+    ).train
+    expected_train, report = contamination_filter(expected_train, ["EN sentence 0 of en-fr"])
+    assert train == expected_train
+    assert report.summary() in capsys.readouterr().out
+    code = main(
+        [
+            "corpus",
+            "prepare",
+            str(source),
+            "--pairs",
+            "en-fr",
+            "--validation",
+            "40",
+            "--train-out",
+            str(train_path),
+            "--validation-out",
+            str(validation_path),
+        ]
+    )
+    assert code == 2
+    assert "validation: 40 validation pairs requested for en-fr, which has only 30" in capsys.readouterr().err

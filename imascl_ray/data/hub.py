@@ -23,6 +23,7 @@ from typing import Any
 
 from imascl_ray.data.corpus import PROVENANCE, Corpus
 from imascl_ray.data.corpus_files import build_corpus
+from imascl_ray.data.languages import check_language
 from imascl_ray.errors import InputError
 
 
@@ -32,7 +33,7 @@ def _is_saved_dataset(path: str) -> bool:
 
 
 def _open_dataset(path: str, name: str | None, split: str, revision: str | None,
-                  data_files: Any, label: str) -> Any:
+                  data_files: Any, cache_dir: str | None, label: str) -> Any:
     import datasets
 
     if _is_saved_dataset(path):
@@ -43,7 +44,8 @@ def _open_dataset(path: str, name: str | None, split: str, revision: str | None,
             return loaded[split]
         return loaded
     try:
-        return datasets.load_dataset(path, name, split=split, revision=revision, data_files=data_files)
+        return datasets.load_dataset(path, name, split=split, revision=revision, data_files=data_files,
+                                     cache_dir=cache_dir)
     except (FileNotFoundError, ValueError) as error:
         raise InputError(f"{label}: could not load the dataset ({error})") from error
 
@@ -54,7 +56,8 @@ def load_hub_corpus(path: str, *, name: str | None = None, split: str = "train",
                     src_lang_column: str = "src_lang", tgt_lang_column: str = "tgt_lang",
                     translation_column: str | None = None, provenance_column: str | None = None,
                     provenance: str | None = None, revision: str | None = None, data_files: Any = None,
-                    limit: int | None = None, empty: str = "drop", batch_size: int = 10_000) -> Corpus:
+                    cache_dir: str | None = None, limit: int | None = None, empty: str = "drop",
+                    batch_size: int = 10_000) -> Corpus:
     """Load pairs from a ``datasets`` dataset into a :class:`Corpus`.
 
     Args:
@@ -68,14 +71,17 @@ def load_hub_corpus(path: str, *, name: str | None = None, split: str = "train",
         translation_column: the column holding ``{lang: text}`` dicts (translation layout).
         provenance_column: a column to copy into provenance; else every row gets ``provenance``
             (default ``"hub:<path>[/<name>]"``).
+        revision, data_files, cache_dir: passed to ``datasets.load_dataset``.
         limit: read at most this many rows (the first ones).
         empty: ``"drop"`` rows with an empty sentence (counted) or raise an ``"error"``.
     """
     label = f"dataset {path}" + (f" ({name})" if name else "") + f" [{split}]"
-    dataset = _open_dataset(path, name, split, revision, data_files, label)
+    dataset = _open_dataset(path, name, split, revision, data_files, cache_dir, label)
     available = list(dataset.column_names)
     provenance = provenance or f"hub:{path}" + (f"/{name}" if name else "")
 
+    src_lang = check_language(src_lang, f"{label}: src_lang") if src_lang is not None else None
+    tgt_lang = check_language(tgt_lang, f"{label}: tgt_lang") if tgt_lang is not None else None
     if translation_column is not None:
         if (src_lang is None or tgt_lang is None) and name and name.count("-") == 1:
             src_lang, tgt_lang = (src_lang or name.split("-")[0]), (tgt_lang or name.split("-")[1])
