@@ -273,3 +273,20 @@ def test_real_corpus_obeys_the_filters(real_corpus):
     keys = list(zip(corpus.src_lang, corpus.tgt_lang, corpus.src, corpus.tgt, strict=True))
     assert len(set(keys)) == len(keys)
     assert all(p.startswith("gettext:") for p in corpus.provenance)
+
+
+def test_python_package_locale_folders_are_searched(tmp_path, monkeypatch):
+    from imascl_ray.data import gettext_corpus
+
+    packages = tmp_path / "site-packages"
+    write_mo(
+        packages / "somepkg/conf/locale/fr/LC_MESSAGES/somepkg.mo",
+        {"Enter a valid email address please": "Saisissez une adresse électronique valide"},
+    )
+    monkeypatch.setattr(gettext_corpus.site, "getsitepackages", lambda: [str(packages)])
+    monkeypatch.setattr(gettext_corpus.sysconfig, "get_paths", lambda: {"purelib": str(packages)})
+    assert gettext_corpus.python_locale_roots() == [packages / "somepkg/conf/locale"]
+    corpus, _ = build_gettext_corpus("en,fr", "en-xx", system=False, progress=False)
+    assert [(p.src, p.tgt, p.provenance) for p in corpus] == [
+        ("Enter a valid email address please", "Saisissez une adresse électronique valide", "gettext:somepkg")
+    ]

@@ -40,7 +40,7 @@ MIXED = "mixed"
 _COLOURING_STREAM = 0x5EED  # separates the colouring's random stream from the epochs' streams
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: the indices are an array, compared with np.array_equal
 class GlobalBatch:
     """One optimisation step: ``G`` corpus row indices and how to share them among ``W`` ranks.
 
