@@ -1,0 +1,236 @@
+"""Reading and writing corpus files: TSV, JSONL and Parquet, chosen by extension.
+
+The format is four columns ``src_lang, tgt_lang, src, tgt`` and an optional ``provenance`` column.
+TSV has a header line naming the columns (any order, extra columns ignored) and one pair a line, no
+quoting (a sentence holds no tab or newline). JSONL has one object a line with those keys.
+
+Every problem a user can cause raises :class:`~imascl_ray.errors.InputError` naming the file and the
+line (Parquet: the row) and field: a missing column, a line with the wrong number of fields, bytes
+that are not UTF-8, an unknown language code, an empty or whitespace-only sentence (``empty="error"``;
+by default such rows are dropped and counted in ``Corpus.dropped["empty"]``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from imascl_ray.data.corpus import COLUMNS, PROVENANCE, Corpus
+from imascl_ray.data.languages import check_language
+from imascl_ray.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+EMPTY_POLICIES = ("drop", "error")
+Row = tuple[int, dict[str, object]]  # (line or row number, record)
+
+
+def corpus_format(path: str | Path) -> str:
+    """``"tsv"``, ``"jsonl"`` or ``"parquet"`` from the file name, else an error naming the file."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unknown corpus format {suffix!r}; expected one of "
+                         f"{', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def read_corpus(path: str | Path, *, empty: str = "drop") -> Corpus:
+    """Read a corpus file (TSV, JSONL or Parquet, by extension).
+
+    Args:
+        path: the file.
+        empty: what to do with an empty or whitespace-only sentence: ``"drop"`` the row (counted in
+            ``corpus.dropped["empty"]`` and logged) or raise an ``"error"`` naming the line.
+    """
+    path = Path(path)
+    kind = corpus_format(path)
+    if empty not in EMPTY_POLICIES:
+        raise InputError(f"empty: {empty!r} is not one of {', '.join(EMPTY_POLICIES)}")
+    if not path.is_file():
+        raise InputError(f"{path}: no such corpus file")
+    if kind == "parquet":
+        rows, where = _parquet_rows(path)
+    else:
+        text = read_utf8_text(path)
+        rows, where = (_tsv_rows if kind == "tsv" else _jsonl_rows)(path, text)
+    return build_corpus(rows, where, empty=empty, source=str(path))
+
+
+def build_corpus(rows: Iterable[tuple[int, dict[str, object]]], where: Callable[[int], str], *,
+                 empty: str = "drop", source: str = "corpus") -> Corpus:
+    """Check and collect ``(row number, record)`` rows into a corpus (shared by every reader).
+
+    ``where(row_number)`` names the place for messages (``"data.tsv line 7"``). Language codes are
+    checked once per distinct value; sentences are stripped of surrounding whitespace.
+    """
+    columns: dict[str, list[str]] = {name: [] for name in (*COLUMNS, PROVENANCE)}
+    known_codes: dict[object, str] = {}
+    dropped = 0
+    first_dropped = ""
+    for number, record in rows:
+        values: dict[str, str] = {}
+        for field in COLUMNS:
+            value = record.get(field)
+            if field.endswith("_lang"):
+                if value not in known_codes:
+                    if not isinstance(value, str):
+                        raise InputError(f"{where(number)}, field {field}: expected a language code, "
+                                         f"found {value!r}")
+                    known_codes[value] = check_language(value, f"{where(number)}, field {field}")
+                values[field] = known_codes[value]
+                continue
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{where(number)}, field {field}: expected a string, "
+                                 f"found {type(value).__name__}")
+            values[field] = (value or "").strip()
+        blank = next((field for field in ("src", "tgt") if not values[field]), None)
+        if blank is not None:
+            if empty == "error":
+                raise InputError(f"{where(number)}, field {blank}: empty or whitespace-only sentence")
+            dropped += 1
+            first_dropped = first_dropped or f"{where(number)}, field {blank}"
+            continue
+        provenance = record.get(PROVENANCE)
+        values[PROVENANCE] = "" if provenance is None else str(provenance)
+        for field, value in values.items():
+            columns[field].append(value)
+    if dropped:
+        logger.warning("%s: dropped %d pair(s) with an empty or whitespace-only sentence (first: %s)",
+                       source, dropped, first_dropped)
+    return Corpus(*(columns[name] for name in COLUMNS), provenance=columns[PROVENANCE],
+                  dropped={"empty": dropped} if dropped else None)
+
+
+def read_utf8_text(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 raise an error naming the line and column."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise InputError(f"{path} line {line}: bytes that are not UTF-8 (0x{data[error.start]:02x} at "
+                         f"byte column {column})") from None
+    return text.removeprefix("\ufeff")
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line, it does not start an empty one
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _tsv_rows(path: Path, text: str) -> tuple[Iterator[Row], Callable[[int], str]]:
+    lines = _lines(text)
+    if not lines:
+        raise InputError(f"{path} line 1: empty file, expected a header line "
+                         f"{chr(9).join(COLUMNS)}[{chr(9)}{PROVENANCE}]")
+    header = [name.strip() for name in lines[0].split("\t")]
+    missing = [name for name in COLUMNS if name not in header]
+    if missing:
+        raise InputError(f"{path} line 1: missing column(s) {', '.join(missing)} in the header "
+                         f"(found: {', '.join(header)})")
+
+    def rows() -> Iterator[tuple[int, dict[str, object]]]:
+        for number, line in enumerate(lines[1:], start=2):
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                raise InputError(f"{path} line {number}: expected {len(header)} tab-separated fields "
+                                 f"({', '.join(header)}), found {len(fields)}")
+            yield number, dict(zip(header, fields, strict=True))
+
+    return rows(), lambda number: f"{path} line {number}"
+
+
+def _jsonl_rows(path: Path, text: str) -> tuple[Iterator[Row], Callable[[int], str]]:
+    def rows() -> Iterator[tuple[int, dict[str, object]]]:
+        for number, line in enumerate(_lines(text), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path} line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path} line {number}: expected a JSON object with fields "
+                                 f"{', '.join(COLUMNS)}")
+            missing = [name for name in COLUMNS if name not in record]
+            if missing:
+                raise InputError(f"{path} line {number}: missing field(s) {', '.join(missing)}")
+            yield number, record
+
+    return rows(), lambda number: f"{path} line {number}"
+
+
+def _parquet_rows(path: Path) -> tuple[Iterator[Row], Callable[[int], str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+        missing = [name for name in COLUMNS if name not in schema.names]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
+                             f"(found: {', '.join(schema.names)})")
+        wanted = [*COLUMNS, *([PROVENANCE] if PROVENANCE in schema.names else [])]
+        table = pq.read_table(path, columns=wanted)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InputError(f"{path}: not a readable Parquet file ({error})") from None
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            values = column.to_pylist()
+            for row, value in enumerate(values, start=1):
+                try:
+                    values[row - 1] = None if value is None else value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(f"{path} row {row}, field {name}: bytes that are not UTF-8") from None
+            columns[name] = values
+        else:
+            columns[name] = column.to_pylist()
+
+    def rows() -> Iterator[tuple[int, dict[str, object]]]:
+        names = list(columns)
+        for row, values in enumerate(zip(*(columns[name] for name in names), strict=True), start=1):
+            yield row, dict(zip(names, values, strict=True))
+
+    return rows(), lambda row: f"{path} row {row}"
+
+
+def write_corpus(corpus: Corpus, path: str | Path) -> Path:
+    """Write ``corpus`` as TSV, JSONL or Parquet (by extension), with the provenance column.
+
+    TSV cannot hold a tab or a newline inside a sentence: such a sentence raises an error naming the
+    row and field (write JSONL or Parquet instead).
+    """
+    path = Path(path)
+    kind = corpus_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = (*COLUMNS, PROVENANCE)
+    columns = [getattr(corpus, name) for name in names]
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({name: pa.array(column, type=pa.string()) for name, column in zip(names, columns,
+                                                                                           strict=True)})
+        pq.write_table(table, path)
+    elif kind == "jsonl":
+        with path.open("w", encoding="utf-8") as handle:
+            for row in zip(*columns, strict=True):
+                handle.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n")
+    else:
+        with path.open("w", encoding="utf-8", newline="\n") as handle:
+            handle.write("\t".join(names) + "\n")
+            for number, row in enumerate(zip(*columns, strict=True), start=1):
+                for name, value in zip(names, row, strict=True):
+                    if "\t" in value or "\n" in value or "\r" in value:
+                        raise InputError(f"{path}: row {number}, field {name} holds a tab or newline, "
+                                         "which TSV cannot store; write .jsonl or .parquet instead")
+                handle.write("\t".join(row) + "\n")
+    return path
