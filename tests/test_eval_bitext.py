@@ -91,8 +91,12 @@ def test_weighted_scores_equal_sklearn_with_repeated_and_unseen_labels():
     predictions = np.where(rng.random(200) < 0.5, gold, rng.integers(0, 45, size=200))
     ours = weighted_classification_scores(predictions, gold)
     assert ours["f1"] == pytest.approx(f1_score(gold, predictions, average="weighted", zero_division=0))
-    assert ours["precision"] == pytest.approx(precision_score(gold, predictions, average="weighted", zero_division=0))
-    assert ours["recall"] == pytest.approx(recall_score(gold, predictions, average="weighted", zero_division=0))
+    assert ours["precision"] == pytest.approx(
+        precision_score(gold, predictions, average="weighted", zero_division=0)
+    )
+    assert ours["recall"] == pytest.approx(
+        recall_score(gold, predictions, average="weighted", zero_division=0)
+    )
     assert ours["accuracy"] == pytest.approx(accuracy_score(gold, predictions))
 
 
@@ -127,12 +131,19 @@ def test_neighbours_and_f1_equal_mtebs_bitext_evaluator_on_the_same_embeddings()
             return torch.from_numpy(np.stack([table[t] for t in texts]))
 
     data = Dataset.from_dict({"sentence1": texts1, "sentence2": texts2})
-    evaluator = BitextMiningEvaluator(data, task_metadata=get_task("Tatoeba").metadata, hf_split="test",
-                                      hf_subset="fra-eng", pair_columns=[("sentence1", "sentence2")],
-                                      timer=TimingStack())
+    evaluator = BitextMiningEvaluator(
+        data,
+        task_metadata=get_task("Tatoeba").metadata,
+        hf_split="test",
+        hf_subset="fra-eng",
+        pair_columns=[("sentence1", "sentence2")],
+        timer=TimingStack(),
+    )
     adapter = MtebEncoder(Lookup(), name="test/lookup", revision="r")
     neighbours = evaluator(adapter, encode_kwargs={"batch_size": 32})["sentence1-sentence2"]
-    theirs = AbsTaskBitextMining._compute_metrics(None, neighbours, list(zip(range(150), range(150), strict=True)))
+    theirs = AbsTaskBitextMining._compute_metrics(
+        None, neighbours, list(zip(range(150), range(150), strict=True))
+    )
     np.testing.assert_array_equal([x["corpus_id"] for x in neighbours], nearest_neighbours(src, tgt))
     ours = bitext_scores(src, tgt)
     assert ours["f1_src_to_tgt"] == pytest.approx(theirs["f1"])
@@ -143,7 +154,7 @@ def embeddings_with_cosines(similarities: np.ndarray) -> tuple[np.ndarray, np.nd
     """Unit vectors x_i, y_j with x_i . y_j = S[i, j] exactly (columns of S must have norm <= 1)."""
     n, m = similarities.shape
     x = np.hstack([np.eye(n), np.zeros((n, m))])
-    residual = np.sqrt(1 - (similarities ** 2).sum(axis=0))
+    residual = np.sqrt(1 - (similarities**2).sum(axis=0))
     y = np.hstack([similarities.T, np.diag(residual)])
     return x, y
 
@@ -154,9 +165,7 @@ def test_hand_worked_ratio_margin_example():
     #   target k-NN means (columns): t0 (.60+.50)/2 = .55, t1 (.45+.30)/2 = .375, t2 (.40+.20)/2 = .30
     #   s1: margin(t0) = .50 / ((.475+.55)/2) = .976 < margin(t1) = .45 / ((.475+.375)/2) = 1.059 -> t1
     #   s2: margin(t0) = .45 / ((.425+.55)/2) = .923 < margin(t2) = .40 / ((.425+.30)/2) = 1.103 -> t2
-    similarities = np.array([[0.60, 0.30, 0.20],
-                             [0.50, 0.45, 0.10],
-                             [0.45, 0.10, 0.40]])
+    similarities = np.array([[0.60, 0.30, 0.20], [0.50, 0.45, 0.10], [0.45, 0.10, 0.40]])
     src, tgt = embeddings_with_cosines(similarities)
     np.testing.assert_allclose(src @ tgt.T, similarities, atol=1e-12)
     np.testing.assert_array_equal(nearest_neighbours(src, tgt), [0, 0, 0])
@@ -183,7 +192,9 @@ def test_margin_retrieval_and_xsim_match_laser_reference(k):
     assert scores["xsim_error"] == pytest.approx((expected != gold).mean())
     backward = laser_margin_retrieval(tgt, src, k)
     assert scores["xsim_error_tgt_to_src"] == pytest.approx((backward != gold).mean())
-    assert scores["margin_accuracy"] == pytest.approx(((expected == gold).mean() + (backward == gold).mean()) / 2)
+    assert scores["margin_accuracy"] == pytest.approx(
+        ((expected == gold).mean() + (backward == gold).mean()) / 2
+    )
 
 
 def test_mismatched_or_empty_pairs_are_refused():

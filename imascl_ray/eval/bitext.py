@@ -38,8 +38,9 @@ MARGIN_K = 4
 """Neighbours in the ratio margin, as LASER and the xSIM definition use."""
 
 
-def weighted_classification_scores(predictions: Sequence[int] | np.ndarray,
-                                   gold: Sequence[int] | np.ndarray) -> dict[str, float]:
+def weighted_classification_scores(
+    predictions: Sequence[int] | np.ndarray, gold: Sequence[int] | np.ndarray
+) -> dict[str, float]:
     """Precision, recall, f1 (support-weighted over gold labels) and accuracy, as mteb reports them.
 
     The same numbers (to float rounding) as ``sklearn.metrics.{precision,recall,f1}_score(gold, predictions,
@@ -74,8 +75,12 @@ def weighted_classification_scores(predictions: Sequence[int] | np.ndarray,
     }
 
 
-def ratio_margin_choice(candidate_sims: torch.Tensor, candidate_ids: torch.Tensor,
-                        query_knn_mean: torch.Tensor, key_knn_mean: torch.Tensor) -> torch.Tensor:
+def ratio_margin_choice(
+    candidate_sims: torch.Tensor,
+    candidate_ids: torch.Tensor,
+    query_knn_mean: torch.Tensor,
+    key_knn_mean: torch.Tensor,
+) -> torch.Tensor:
     """For each query, the candidate with the largest ratio margin (LASER's ``score_candidates``).
 
     Args:
@@ -93,9 +98,15 @@ def ratio_margin_choice(candidate_sims: torch.Tensor, candidate_ids: torch.Tenso
     return torch.gather(candidate_ids, 1, best).squeeze(1)
 
 
-def bitext_scores(src: np.ndarray | torch.Tensor, tgt: np.ndarray | torch.Tensor, *, k: int = MARGIN_K,
-                  device: str | torch.device | None = None, query_chunk: int | None = None,
-                  key_chunk: int | None = None) -> dict[str, float]:
+def bitext_scores(
+    src: np.ndarray | torch.Tensor,
+    tgt: np.ndarray | torch.Tensor,
+    *,
+    k: int = MARGIN_K,
+    device: str | torch.device | None = None,
+    query_chunk: int | None = None,
+    key_chunk: int | None = None,
+) -> dict[str, float]:
     """Every bitext number for aligned ``src`` / ``tgt`` embeddings (``[n, d]`` each, row i <-> row i).
 
     Returns a flat dict: ``accuracy`` (mean of both directions, the paper's number),
@@ -140,15 +151,24 @@ def bitext_scores(src: np.ndarray | torch.Tensor, tgt: np.ndarray | torch.Tensor
     }
 
 
-def nearest_neighbours(queries: np.ndarray | torch.Tensor, keys: np.ndarray | torch.Tensor, *,
-                       device: str | torch.device | None = None) -> np.ndarray:
+def nearest_neighbours(
+    queries: np.ndarray | torch.Tensor,
+    keys: np.ndarray | torch.Tensor,
+    *,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """``[n]`` index of each query's nearest key by cosine similarity (chunked)."""
     _, ids = chunked_topk(l2_normalize(queries), l2_normalize(keys), 1, device=device)
     return ids[:, 0].numpy()
 
 
-def margin_neighbours(queries: np.ndarray | torch.Tensor, keys: np.ndarray | torch.Tensor, *,
-                      k: int = MARGIN_K, device: str | torch.device | None = None) -> np.ndarray:
+def margin_neighbours(
+    queries: np.ndarray | torch.Tensor,
+    keys: np.ndarray | torch.Tensor,
+    *,
+    k: int = MARGIN_K,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """``[n]`` index of each query's ratio-margin nearest key (k nearest candidates, LASER)."""
     q, kk = l2_normalize(queries), l2_normalize(keys)
     sims_qk, ids_qk = chunked_topk(q, kk, k, device=device)
@@ -156,8 +176,12 @@ def margin_neighbours(queries: np.ndarray | torch.Tensor, keys: np.ndarray | tor
     return ratio_margin_choice(sims_qk, ids_qk, sims_qk.mean(dim=1), sims_kq.mean(dim=1)).numpy()
 
 
-def retrieval_accuracy(src: np.ndarray | torch.Tensor, tgt: np.ndarray | torch.Tensor, *,
-                       device: str | torch.device | None = None) -> float:
+def retrieval_accuracy(
+    src: np.ndarray | torch.Tensor,
+    tgt: np.ndarray | torch.Tensor,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
     """Cosine nearest-neighbour accuracy averaged over both directions (the validation number)."""
     gold = np.arange(l2_normalize(src).shape[0])
     fwd = (nearest_neighbours(src, tgt, device=device) == gold).mean()
@@ -165,8 +189,13 @@ def retrieval_accuracy(src: np.ndarray | torch.Tensor, tgt: np.ndarray | torch.T
     return float((fwd + bwd) / 2)
 
 
-def xsim_error(src: np.ndarray | torch.Tensor, tgt: np.ndarray | torch.Tensor, *, k: int = MARGIN_K,
-               device: str | torch.device | None = None) -> float:
+def xsim_error(
+    src: np.ndarray | torch.Tensor,
+    tgt: np.ndarray | torch.Tensor,
+    *,
+    k: int = MARGIN_K,
+    device: str | torch.device | None = None,
+) -> float:
     """LASER's xSIM error rate ``src -> tgt``: share of sources whose margin neighbour is wrong."""
     gold = np.arange(l2_normalize(src).shape[0])
     return float((margin_neighbours(src, tgt, k=k, device=device) != gold).mean())

@@ -16,6 +16,7 @@ import torch
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given, else the first CUDA device when there is one, else the CPU."""
     if device is not None:

@@ -28,8 +28,16 @@ class HashingEncoder:
     text, like an e5 ``query: `` prefix.
     """
 
-    def __init__(self, dim: int = 64, *, buckets: int = 2048, ngram: tuple[int, int] = (1, 3), seed: int = 0,
-                 prefix: str = "", name: str = "imascl-ray/hashing-encoder") -> None:
+    def __init__(
+        self,
+        dim: int = 64,
+        *,
+        buckets: int = 2048,
+        ngram: tuple[int, int] = (1, 3),
+        seed: int = 0,
+        prefix: str = "",
+        name: str = "imascl-ray/hashing-encoder",
+    ) -> None:
         self.embedding_dim = dim
         self.buckets = buckets
         self.ngram = ngram
@@ -38,7 +46,8 @@ class HashingEncoder:
         self.revision = f"hash-d{dim}-b{buckets}-n{ngram[0]}{ngram[1]}-s{seed}"
         self.calls = 0
         self._projection = torch.from_numpy(
-            np.random.default_rng(seed).standard_normal((buckets, dim)).astype(np.float32))
+            np.random.default_rng(seed).standard_normal((buckets, dim)).astype(np.float32)
+        )
 
     def _counts(self, text: str) -> np.ndarray:
         counts = np.zeros(self.buckets, dtype=np.float32)
@@ -48,7 +57,9 @@ class HashingEncoder:
                 counts[zlib.crc32(padded[start : start + size].encode("utf-8")) % self.buckets] += 1
         return counts
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False
+    ) -> torch.Tensor:
         """``[n, dim]`` unit-length float32 embeddings, in input order."""
         self.calls += 1
         if len(texts) == 0:

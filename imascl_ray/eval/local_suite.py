@@ -54,8 +54,13 @@ def encode_distinct(encoder: TextEncoder, texts: Sequence[str]) -> torch.Tensor:
     return embeddings[torch.as_tensor([row[text] for text in texts])]
 
 
-def evaluate_pair_groups(encoder: TextEncoder, groups: Mapping[str, tuple[Sequence[str], Sequence[str]]], *,
-                         k: int = MARGIN_K, device: str | torch.device | None = None) -> dict[str, dict[str, float]]:
+def evaluate_pair_groups(
+    encoder: TextEncoder,
+    groups: Mapping[str, tuple[Sequence[str], Sequence[str]]],
+    *,
+    k: int = MARGIN_K,
+    device: str | torch.device | None = None,
+) -> dict[str, dict[str, float]]:
     """Accuracy both ways, margin accuracy and xSIM per language pair (see :mod:`imascl_ray.eval.bitext`).
 
     Pairs are evaluated within their group: the candidates of a source are the targets of its own
@@ -69,8 +74,12 @@ def evaluate_pair_groups(encoder: TextEncoder, groups: Mapping[str, tuple[Sequen
         if not sources:
             raise ValueError(f"{pair}: no pairs")
         logger.info("evaluating %s: %d pairs", pair, len(sources))
-        scores = bitext_scores(encode_distinct(encoder, list(sources)), encode_distinct(encoder, list(targets)),
-                               k=k, device=device)
+        scores = bitext_scores(
+            encode_distinct(encoder, list(sources)),
+            encode_distinct(encoder, list(targets)),
+            k=k,
+            device=device,
+        )
         results[pair] = {key: scores[key] for key in LOCAL_KEYS}
     return results
 

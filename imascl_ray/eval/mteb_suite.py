@@ -1,4 +1,4 @@
-"""The paper's evaluation through mteb 2.26: Tatoeba, BUCC.v2, FLORES (xSIM), STSBenchmark.v2, STS17, STS22.v2.
+"""The paper's evaluation through mteb 2.26: Tatoeba, BUCC.v2, FLORES (xSIM), STSBenchmark, STS17, STS22.
 
 How it works:
 
@@ -55,10 +55,14 @@ FLORES_CODES = {"en": "eng_Latn", "fr": "fra_Latn", "ja": "jpn_Jpan", "ko": "kor
 PAPER_SUITE: tuple[SuiteTask, ...] = (
     SuiteTask("Tatoeba", "tatoeba", "bitext", ("fra-eng", "jpn-eng", "kor-eng", "rus-eng"), "test"),
     SuiteTask("BUCC.v2", "bucc", "bitext", ("fr-en", "ru-en"), "test"),
-    SuiteTask("FloresBitextMining", "flores", "parallel",
-              tuple(f"{FLORES_CODES[xx]}-{FLORES_CODES['en']}" for xx in ("fr", "ja", "ko", "ru"))
-              + tuple(f"{FLORES_CODES['en']}-{FLORES_CODES[xx]}" for xx in ("fr", "ja", "ko", "ru")),
-              "devtest"),
+    SuiteTask(
+        "FloresBitextMining",
+        "flores",
+        "parallel",
+        tuple(f"{FLORES_CODES[xx]}-{FLORES_CODES['en']}" for xx in ("fr", "ja", "ko", "ru"))
+        + tuple(f"{FLORES_CODES['en']}-{FLORES_CODES[xx]}" for xx in ("fr", "ja", "ko", "ru")),
+        "devtest",
+    ),
     SuiteTask("STSBenchmark.v2", "stsb", "sts", ("default",), "test"),
     SuiteTask("STS17", "sts17", "sts", ("en-en", "ko-ko", "fr-en"), "test"),
     SuiteTask("STS22.v2", "sts22", "sts", ("en", "fr", "ru"), "test"),
@@ -79,10 +83,14 @@ STS_SOURCES = {
 }
 """STS (xx) of the paper: the mean Spearman over the sets of that language (ja has none in mteb)."""
 
-BITEXT_SHORT_NAMES = {**SHORT_NAMES, "xsim_error_tgt_to_src": "xsim_tgt_to_src",
-                      "margin_accuracy_src_to_tgt": "margin_acc_src_to_tgt",
-                      "margin_accuracy_tgt_to_src": "margin_acc_tgt_to_src",
-                      "mteb_f1": "f1", "mteb_accuracy": "mteb_acc"}
+BITEXT_SHORT_NAMES = {
+    **SHORT_NAMES,
+    "xsim_error_tgt_to_src": "xsim_tgt_to_src",
+    "margin_accuracy_src_to_tgt": "margin_acc_src_to_tgt",
+    "margin_accuracy_tgt_to_src": "margin_acc_tgt_to_src",
+    "mteb_f1": "f1",
+    "mteb_accuracy": "mteb_acc",
+}
 
 
 def _script_free(subset: str) -> str:
@@ -114,13 +122,15 @@ def model_meta(name: str, revision: str, embedding_dim: int | None = None) -> An
 
     if "/" not in name:
         name = f"local/{name}"
-    return ModelMeta.create_empty(overwrites={
-        "name": name,
-        "revision": revision,
-        "embed_dim": embedding_dim,
-        "similarity_fn_name": ScoringFunction.COSINE,
-        "framework": ["PyTorch"],
-    })
+    return ModelMeta.create_empty(
+        overwrites={
+            "name": name,
+            "revision": revision,
+            "embed_dim": embedding_dim,
+            "similarity_fn_name": ScoringFunction.COSINE,
+            "framework": ["PyTorch"],
+        }
+    )
 
 
 class MtebEncoder:
@@ -148,22 +158,38 @@ class MtebEncoder:
             return np.empty((0, 0), dtype=np.float32)
         return np.stack([self._rows[text] for text in texts])
 
-    def encode(self, inputs: Iterable[Mapping[str, Any]], *, task_metadata: Any = None, hf_split: str = "",
-               hf_subset: str = "", prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
+    def encode(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        task_metadata: Any = None,
+        hf_split: str = "",
+        hf_subset: str = "",
+        prompt_type: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """mteb's entry point: ``inputs`` is a DataLoader of batches with a ``text`` list."""
         texts = [text for batch in inputs for text in batch["text"]]
         return self.embed(texts)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         """Cosine similarity matrix ``[n1, n2]``."""
-        a = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings1), dtype=torch.float32), dim=-1)
-        b = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings2), dtype=torch.float32), dim=-1)
+        a = torch.nn.functional.normalize(
+            torch.as_tensor(np.asarray(embeddings1), dtype=torch.float32), dim=-1
+        )
+        b = torch.nn.functional.normalize(
+            torch.as_tensor(np.asarray(embeddings2), dtype=torch.float32), dim=-1
+        )
         return (a.reshape(-1, a.shape[-1]) @ b.reshape(-1, b.shape[-1]).T).numpy()
 
     def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         """Cosine similarity of row i with row i, ``[n]``."""
-        a = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings1), dtype=torch.float32), dim=-1)
-        b = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings2), dtype=torch.float32), dim=-1)
+        a = torch.nn.functional.normalize(
+            torch.as_tensor(np.asarray(embeddings1), dtype=torch.float32), dim=-1
+        )
+        b = torch.nn.functional.normalize(
+            torch.as_tensor(np.asarray(embeddings2), dtype=torch.float32), dim=-1
+        )
         return (a * b).sum(dim=-1).numpy()
 
 
@@ -182,8 +208,10 @@ def _load(task: Any) -> bool:
     try:
         task.load_data()
     except Exception as error:  # the hub, a missing dataset, no network: say which task and where
-        raise InputError(f"mteb task {task.metadata.name}: cannot load dataset "
-                         f"{task.metadata.dataset.get('path')} ({type(error).__name__}: {error})") from error
+        raise InputError(
+            f"mteb task {task.metadata.name}: cannot load dataset "
+            f"{task.metadata.dataset.get('path')} ({type(error).__name__}: {error})"
+        ) from error
     return True
 
 
@@ -194,18 +222,30 @@ def _mteb_scores(model_result: Any) -> dict[str, dict[str, dict[str, Any]]]:
         per_subset = found.setdefault(task_result.task_name, {})
         for scores in task_result.scores.values():
             for entry in scores:
-                per_subset[entry["hf_subset"]] = {key: value for key, value in entry.items()
-                                                  if isinstance(value, int | float | str)}
+                per_subset[entry["hf_subset"]] = {
+                    key: value for key, value in entry.items() if isinstance(value, int | float | str)
+                }
     return found
 
 
-def _bitext_entry(adapter: MtebEncoder, sources: Sequence[str], targets: Sequence[str], k: int,
-                  device: str | torch.device | None) -> dict[str, float]:
+def _bitext_entry(
+    adapter: MtebEncoder,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    k: int,
+    device: str | torch.device | None,
+) -> dict[str, float]:
     return bitext_scores(adapter.embed(sources), adapter.embed(targets), k=k, device=device)
 
 
-def _evaluate_task(spec: SuiteTask, task: Any, adapter: MtebEncoder, mteb_scores: Mapping[str, Any], k: int,
-                   device: str | torch.device | None) -> dict[str, dict[str, float]]:
+def _evaluate_task(
+    spec: SuiteTask,
+    task: Any,
+    adapter: MtebEncoder,
+    mteb_scores: Mapping[str, Any],
+    k: int,
+    device: str | torch.device | None,
+) -> dict[str, dict[str, float]]:
     """The project's numbers for one task, with mteb's own main numbers beside them."""
     out: dict[str, dict[str, float]] = {}
     if spec.kind == "bitext":
@@ -231,7 +271,9 @@ def _evaluate_task(spec: SuiteTask, task: Any, adapter: MtebEncoder, mteb_scores
         columns = getattr(task, "column_names", ("sentence1", "sentence2"))
         for subset in task.hf_subsets:
             data = _split_data(task, subset, spec.split)
-            cos = adapter.similarity_pairwise(adapter.embed(data[columns[0]]), adapter.embed(data[columns[1]]))
+            cos = adapter.similarity_pairwise(
+                adapter.embed(data[columns[0]]), adapter.embed(data[columns[1]])
+            )
             entry = {"spearman": spearman(cos, np.asarray(data["score"], dtype=np.float64)), "n": len(cos)}
             if subset in mteb_scores:
                 entry["mteb_cosine_spearman"] = float(mteb_scores[subset]["cosine_spearman"])
@@ -257,8 +299,10 @@ def paper_summary(tasks: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dic
         entry = by_key.get(key, {}).get(pair) if pair else None
         return None if entry is None else float(entry[field])
 
-    sts = {lang: _mean(pick(key, pair, "spearman") for key, pair in sources)
-           for lang, sources in STS_SOURCES.items()}
+    sts = {
+        lang: _mean(pick(key, pair, "spearman") for key, pair in sources)
+        for lang, sources in STS_SOURCES.items()
+    }
     languages = {
         xx: {
             "tatoeba": pick("tatoeba", TATOEBA_PAIR.get(xx), "accuracy"),
@@ -269,15 +313,26 @@ def paper_summary(tasks: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dic
         }
         for xx in PAPER_LANGUAGES
     }
-    mean = {field: _mean(entry[field] for entry in languages.values())
-            for field in ("tatoeba", "bucc", "flores_xsim")}
+    mean = {
+        field: _mean(entry[field] for entry in languages.values())
+        for field in ("tatoeba", "bucc", "flores_xsim")
+    }
     return {"languages": languages, "sts": sts, "mean": mean}
 
 
-def run_paper_suite(encoder: TextEncoder, *, name: str, revision: str, embedding_dim: int | None = None,
-                    tasks: Sequence[Any] | None = None, suite: Sequence[SuiteTask] = PAPER_SUITE,
-                    k: int = MARGIN_K, batch_size: int = 64, device: str | torch.device | None = None,
-                    show_progress: bool = True) -> dict[str, Any]:
+def run_paper_suite(
+    encoder: TextEncoder,
+    *,
+    name: str,
+    revision: str,
+    embedding_dim: int | None = None,
+    tasks: Sequence[Any] | None = None,
+    suite: Sequence[SuiteTask] = PAPER_SUITE,
+    k: int = MARGIN_K,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Run the suite through ``mteb.evaluate`` and compute the paper's numbers from the same embeddings.
 
     Args:
@@ -304,18 +359,28 @@ def run_paper_suite(encoder: TextEncoder, *, name: str, revision: str, embedding
     adapter = MtebEncoder(encoder, name=name, revision=revision, embedding_dim=embedding_dim)
     loaded_here = [task for task in tasks if _load(task)]
     try:
-        logger.info("mteb: evaluating %s (revision %s) on %s", name, revision,
-                    ", ".join(task.metadata.name for task in tasks))
+        logger.info(
+            "mteb: evaluating %s (revision %s) on %s",
+            name,
+            revision,
+            ", ".join(task.metadata.name for task in tasks),
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="To copy construct from a tensor")
-            model_result = mteb.evaluate(adapter, tasks, cache=None, show_progress_bar=show_progress,
-                                         encode_kwargs={"batch_size": batch_size})
+            model_result = mteb.evaluate(
+                adapter,
+                tasks,
+                cache=None,
+                show_progress_bar=show_progress,
+                encode_kwargs={"batch_size": batch_size},
+            )
         mteb_scores = _mteb_scores(model_result)
         results = {}
         for task in tasks:
             spec = specs[task.metadata.name]
-            results[spec.mteb_name] = _evaluate_task(spec, task, adapter, mteb_scores.get(spec.mteb_name, {}),
-                                                     k, device)
+            results[spec.mteb_name] = _evaluate_task(
+                spec, task, adapter, mteb_scores.get(spec.mteb_name, {}), k, device
+            )
     finally:
         for task in loaded_here:
             task.unload_data()
@@ -343,8 +408,11 @@ def flatten_paper(result: Mapping[str, Any]) -> dict[str, float]:
                 short = BITEXT_SHORT_NAMES.get(field, field)
                 flat[f"{namespace}/{pair}/{short}"] = float(value)
     mean = result["summary"]["mean"]
-    for field, metric in (("tatoeba", "paper/tatoeba/acc"), ("bucc", "paper/bucc/acc"),
-                          ("flores_xsim", "paper/flores/xsim")):
+    for field, metric in (
+        ("tatoeba", "paper/tatoeba/acc"),
+        ("bucc", "paper/bucc/acc"),
+        ("flores_xsim", "paper/flores/xsim"),
+    ):
         if mean.get(field) is not None:
             flat[metric] = float(mean[field])
     for lang, value in result["summary"]["sts"].items():

@@ -62,23 +62,44 @@ def paper_markdown(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> 
     for xx in PAPER_LANGUAGES:
         for run in runs:
             entry = run["summary"]["languages"][xx]
-            per_language.append([f"en-{xx}", run["model"]["name"], _cell(entry["tatoeba"]), _cell(entry["bucc"]),
-                                 _cell(entry["sts_en"]), _cell(entry["sts_xx"])])
-    overall = [[run["model"]["name"], _cell(run["summary"]["mean"]["tatoeba"]),
-                _cell(run["summary"]["mean"]["bucc"]), _cell(run["summary"]["mean"]["flores_xsim"])]
-               for run in runs]
-    sts = [[run["model"]["name"], *(_cell(run["summary"]["sts"].get(lang)) for lang in STS_COLUMNS)]
-           for run in runs]
-    return "\n\n".join([
-        "### Bitext mining and STS per language pair (paper Tables 2 and 4)",
-        _table(["Lang", "Model", "Tatoeba (en-xx)", "BUCC", "STS (en)", "STS (xx)"], per_language),
-        "### Bitext mining over all languages (paper Tables 3 and 5)",
-        _table(["Model", "Tatoeba", "BUCC", "FLORES-200 (xSIM error)"], overall),
-        "### STS per language (paper Table 6)",
-        _table(["Model", *(f"STS {lang}" for lang in STS_COLUMNS)], sts),
-        "Tatoeba and BUCC: accuracy averaged over both directions; FLORES-200: xSIM error (xx -> en, "
-        "ratio margin, k = 4), lower is better; STS: Spearman correlation of cosine similarities.",
-    ]) + "\n"
+            per_language.append(
+                [
+                    f"en-{xx}",
+                    run["model"]["name"],
+                    _cell(entry["tatoeba"]),
+                    _cell(entry["bucc"]),
+                    _cell(entry["sts_en"]),
+                    _cell(entry["sts_xx"]),
+                ]
+            )
+    overall = [
+        [
+            run["model"]["name"],
+            _cell(run["summary"]["mean"]["tatoeba"]),
+            _cell(run["summary"]["mean"]["bucc"]),
+            _cell(run["summary"]["mean"]["flores_xsim"]),
+        ]
+        for run in runs
+    ]
+    sts = [
+        [run["model"]["name"], *(_cell(run["summary"]["sts"].get(lang)) for lang in STS_COLUMNS)]
+        for run in runs
+    ]
+    return (
+        "\n\n".join(
+            [
+                "### Bitext mining and STS per language pair (paper Tables 2 and 4)",
+                _table(["Lang", "Model", "Tatoeba (en-xx)", "BUCC", "STS (en)", "STS (xx)"], per_language),
+                "### Bitext mining over all languages (paper Tables 3 and 5)",
+                _table(["Model", "Tatoeba", "BUCC", "FLORES-200 (xSIM error)"], overall),
+                "### STS per language (paper Table 6)",
+                _table(["Model", *(f"STS {lang}" for lang in STS_COLUMNS)], sts),
+                "Tatoeba and BUCC: accuracy averaged over both directions; FLORES-200: xSIM error (xx -> en, "
+                "ratio margin, k = 4), lower is better; STS: Spearman correlation of cosine similarities.",
+            ]
+        )
+        + "\n"
+    )
 
 
 def paper_terminal(result: Mapping[str, Any]) -> str:
@@ -87,25 +108,37 @@ def paper_terminal(result: Mapping[str, Any]) -> str:
     for task_name, pairs in result["tasks"].items():
         for pair, entry in pairs.items():
             if "spearman" in entry:
-                lines.append(f"  {task_name:<19} {pair:<8} spearman {_cell(entry['spearman'])}  n {entry['n']}")
+                lines.append(
+                    f"  {task_name:<19} {pair:<8} spearman {_cell(entry['spearman'])}  n {entry['n']}"
+                )
             else:
                 lines.append(
                     f"  {task_name:<19} {pair:<8} acc {_cell(entry['accuracy'])} "
-                    f"(src->tgt {_cell(entry['accuracy_src_to_tgt'])}, tgt->src {_cell(entry['accuracy_tgt_to_src'])})"
+                    f"(src->tgt {_cell(entry['accuracy_src_to_tgt'])},"
+                    f" tgt->src {_cell(entry['accuracy_tgt_to_src'])})"
                     f"  margin {_cell(entry['margin_accuracy'])}  xsim {_cell(entry['xsim_error'])}"
-                    f"  mteb f1 {_cell(entry.get('mteb_f1'))}  n {entry['n']}")
+                    f"  mteb f1 {_cell(entry.get('mteb_f1'))}  n {entry['n']}"
+                )
     return "\n".join(lines) + "\n\n" + paper_markdown(result)
 
 
 def local_terminal(results: Mapping[str, Mapping[str, float]]) -> str:
     """An aligned table: one row per language pair, accuracy both ways, margin accuracy, xSIM, n."""
     header = ["pair", "accuracy", "src->tgt", "tgt->src", "margin", "xsim", "n"]
-    rows = [[pair, *(_cell(entry[key]) for key in LOCAL_KEYS[:-1]), str(int(entry["n"]))]
-            for pair, entry in results.items()]
+    rows = [
+        [pair, *(_cell(entry[key]) for key in LOCAL_KEYS[:-1]), str(int(entry["n"]))]
+        for pair, entry in results.items()
+    ]
     if len(results) > 1:
         means = [sum(entry[key] for entry in results.values()) / len(results) for key in LOCAL_KEYS[:-1]]
-        rows.append(["mean", *(_cell(value) for value in means), str(sum(int(e["n"]) for e in results.values()))])
+        rows.append(
+            ["mean", *(_cell(value) for value in means), str(sum(int(e["n"]) for e in results.values()))]
+        )
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
-                               for i, (cell, width) in enumerate(zip(row, widths, strict=True)))
-                     for row in [header, *rows])
+    return "\n".join(
+        "  ".join(
+            str(cell).rjust(width) if i else str(cell).ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *rows]
+    )

@@ -41,16 +41,19 @@ def load_sentence_encoder(model: str, *, prefix: str | None = None) -> Any:
     return SentenceEncoder.from_pretrained(model, prefix=prefix)
 
 
-def read_pair_groups(paths: Sequence[str | Path],
-                     read_corpus: Callable[[Path], Any] | None = None) -> dict[str, tuple[list[str], list[str]]]:
+def read_pair_groups(
+    paths: Sequence[str | Path], read_corpus: Callable[[Path], Any] | None = None
+) -> dict[str, tuple[list[str], list[str]]]:
     """The language-pair groups of one or more pair files, a pair found in several files concatenated."""
+    files = [Path(path) for path in paths]
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"{path}: pair file not found")
     if read_corpus is None:
         from imascl_ray.data import read_corpus
 
     groups: dict[str, tuple[list[str], list[str]]] = {}
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise InputError(f"{path}: pair file not found")
+    for path in files:
         for pair, (sources, targets) in read_corpus(path).groups().items():
             merged = groups.setdefault(pair, ([], []))
             merged[0].extend(sources)
@@ -60,9 +63,17 @@ def read_pair_groups(paths: Sequence[str | Path],
     return groups
 
 
-def run_suite(encoder: Any, suite: str, *, groups: Mapping[str, tuple[Sequence[str], Sequence[str]]] | None = None,
-              tasks: Sequence[Any] | None = None, k: int = 4, batch_size: int = 64, device: str | None = None,
-              show_progress: bool = True) -> EvalOutcome:
+def run_suite(
+    encoder: Any,
+    suite: str,
+    *,
+    groups: Mapping[str, tuple[Sequence[str], Sequence[str]]] | None = None,
+    tasks: Sequence[Any] | None = None,
+    k: int = 4,
+    batch_size: int = 64,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> EvalOutcome:
     """Run ``suite`` on an already loaded ``encoder`` (anything with ``encode(texts) -> Tensor``).
 
     ``groups`` (``Corpus.groups()``) is required for ``local``; ``tasks`` optionally replaces the mteb
@@ -78,19 +89,35 @@ def run_suite(encoder: Any, suite: str, *, groups: Mapping[str, tuple[Sequence[s
     if suite == "paper":
         from imascl_ray.eval.mteb_suite import flatten_paper, run_paper_suite
 
-        result = run_paper_suite(encoder, name=str(getattr(encoder, "name", "local/model")),
-                                 revision=str(getattr(encoder, "revision", "unknown")),
-                                 embedding_dim=getattr(encoder, "embedding_dim", None), tasks=tasks, k=k,
-                                 batch_size=batch_size, device=device, show_progress=show_progress)
+        result = run_paper_suite(
+            encoder,
+            name=str(getattr(encoder, "name", "local/model")),
+            revision=str(getattr(encoder, "revision", "unknown")),
+            embedding_dim=getattr(encoder, "embedding_dim", None),
+            tasks=tasks,
+            k=k,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+        )
         return EvalOutcome("paper", result, flatten_paper(result))
     raise InputError(f"unknown evaluation suite {suite!r}; choose one of {', '.join(SUITES)}")
 
 
-def evaluate_model(model: str | Path, suite: str, *, pair_files: Sequence[str | Path] | None = None,
-                   prefix: str | None = None, k: int = 4, batch_size: int = 64, device: str | None = None,
-                   tasks: Sequence[Any] | None = None, show_progress: bool = True,
-                   load_encoder: Callable[..., Any] | None = None,
-                   read_corpus: Callable[[Path], Any] | None = None) -> EvalOutcome:
+def evaluate_model(
+    model: str | Path,
+    suite: str,
+    *,
+    pair_files: Sequence[str | Path] | None = None,
+    prefix: str | None = None,
+    k: int = 4,
+    batch_size: int = 64,
+    device: str | None = None,
+    tasks: Sequence[Any] | None = None,
+    show_progress: bool = True,
+    load_encoder: Callable[..., Any] | None = None,
+    read_corpus: Callable[[Path], Any] | None = None,
+) -> EvalOutcome:
     """Load ``model`` (hub id, plain HF folder or exported run) and run ``suite`` on it.
 
     This is what the end of ``imascl-ray train`` and of each Tune trial calls on the exported best
@@ -102,8 +129,16 @@ def evaluate_model(model: str | Path, suite: str, *, pair_files: Sequence[str | 
     if suite == "local" and not pair_files:
         raise InputError("the local suite needs pair files (--pairs FILE ...)")
     encoder = (load_encoder or load_sentence_encoder)(str(model), prefix=prefix)
-    return run_suite(encoder, suite, groups=groups, tasks=tasks, k=k, batch_size=batch_size, device=device,
-                     show_progress=show_progress)
+    return run_suite(
+        encoder,
+        suite,
+        groups=groups,
+        tasks=tasks,
+        k=k,
+        batch_size=batch_size,
+        device=device,
+        show_progress=show_progress,
+    )
 
 
 def evaluate_model_metrics(model: str | Path, suite: str, **kwargs: Any) -> dict[str, float]:

@@ -52,7 +52,10 @@ def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -
     return float((dx * dy).sum() / denominator)
 
 
-def sts_spearman(emb1: np.ndarray | torch.Tensor, emb2: np.ndarray | torch.Tensor,
-                 gold_scores: Sequence[float] | np.ndarray) -> float:
+def sts_spearman(
+    emb1: np.ndarray | torch.Tensor,
+    emb2: np.ndarray | torch.Tensor,
+    gold_scores: Sequence[float] | np.ndarray,
+) -> float:
     """Spearman correlation between ``cos(emb1[i], emb2[i])`` and ``gold_scores[i]``."""
     return spearman(pairwise_cosine(emb1, emb2), np.asarray(gold_scores, dtype=np.float64))

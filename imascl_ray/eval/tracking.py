@@ -21,9 +21,16 @@ def metric_key(key: str) -> str:
     return _ALLOWED.sub("_", key)
 
 
-def log_metrics(metrics: Mapping[str, float], *, run_id: str | None = None, experiment: str | None = None,
-                run_name: str | None = None, tracking_uri: str | None = None, step: int = 0,
-                tags: Mapping[str, str] | None = None) -> str:
+def log_metrics(
+    metrics: Mapping[str, float],
+    *,
+    run_id: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    step: int = 0,
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """Log ``metrics`` to the MLflow run ``run_id``, or to a new run in ``experiment``; return the run id.
 
     Non-finite values (an undefined Spearman) are skipped: MLflow stores NaN but the UI cannot sort
@@ -48,8 +55,11 @@ def log_metrics(metrics: Mapping[str, float], *, run_id: str | None = None, expe
             raise InputError(f"MLflow run {run_id} not found at {client.tracking_uri} ({error})") from error
         created = False
     timestamp = int(time.time() * 1000)
-    entries = [Metric(metric_key(key), float(value), timestamp, step)
-               for key, value in metrics.items() if value is not None and math.isfinite(float(value))]
+    entries = [
+        Metric(metric_key(key), float(value), timestamp, step)
+        for key, value in metrics.items()
+        if value is not None and math.isfinite(float(value))
+    ]
     for start in range(0, len(entries), 1000):  # MLflow's limit on metrics per batch
         client.log_batch(run_id, metrics=entries[start : start + 1000])
     if tags:
