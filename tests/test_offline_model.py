@@ -83,6 +83,11 @@ def test_build_refuses_to_overwrite_a_folder_that_is_not_a_build(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+def test_model_check_command_names_a_missing_folder(tmp_path, capsys):
+    assert main(["model", "check", str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="session")
 def offline_model(tmp_path_factory):
     return build_offline_model(tmp_path_factory.mktemp("offline") / "multilingual-e5-small")
