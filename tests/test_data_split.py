@@ -183,3 +183,16 @@ def test_prepare_command_selects_caps_splits_and_decontaminates(tmp_path, capsys
     )
     assert code == 2
     assert "validation: 40 validation pairs requested for en-fr, which has only 30" in capsys.readouterr().err
+
+
+def test_prepare_command_keeps_every_pair_of_the_corpus_by_default(tmp_path):
+    """An en-xx corpus (no fr-ja rows) prepares without naming a pair set."""
+    from imascl_ray.cli import main
+    from imascl_ray.data import read_corpus
+
+    source = write_corpus(synthetic({"en-fr": 12, "en-ja": 12}), tmp_path / "en-xx.parquet")
+    train_path, validation_path = tmp_path / "train.parquet", tmp_path / "validation.tsv"
+    arguments = ["corpus", "prepare", str(source), "--validation", "4"]
+    assert main([*arguments, "--train-out", str(train_path), "--validation-out", str(validation_path)]) == 0
+    assert read_corpus(validation_path).pair_counts() == {"en-fr": 4, "en-ja": 4}
+    assert read_corpus(train_path).pair_counts() == {"en-fr": 8, "en-ja": 8}

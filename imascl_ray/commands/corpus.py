@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     prepare = sub.add_parser("prepare", help="Choose pairs, cap each, split train/validation, decontaminate.")
     prepare.add_argument("path", help="input corpus file")
-    prepare.add_argument("--pairs", default="all", help="pair set (default %(default)s)")
+    prepare.add_argument("--pairs", default=None,
+                         help="pair set such as en-xx or en-fr,en-ja (default: every pair the corpus has)")
     prepare.add_argument("--langs", default=None, help="languages for the pair set (default: the corpus's)")
     prepare.add_argument("--cap", type=int, default=None, help="at most this many pairs per language pair")
     prepare.add_argument("--validation", type=_count_or_fraction, default=0,
@@ -129,7 +130,9 @@ def _prepare(args: argparse.Namespace) -> int:
     if corpus.dropped:
         print("dropped while reading: " + ", ".join(f"{k} {v}" for k, v in corpus.dropped.items()))
     languages = parse_languages(args.langs, "--langs") if args.langs else None
-    corpus = cap_per_pair(select_pairs(corpus, args.pairs, languages), args.cap, args.seed)
+    if args.pairs is not None:
+        corpus = select_pairs(corpus, args.pairs, languages)
+    corpus = cap_per_pair(corpus, args.cap, args.seed)
     if args.validation:
         split = train_validation_split(corpus, args.validation, args.seed)
         train, validation = split.train, split.validation
