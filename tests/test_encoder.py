@@ -71,8 +71,9 @@ def test_batched_encode_matches_unpadded_reference(tiny_dir, pooling, normalize)
 def test_encode_keeps_input_order_whatever_the_batch_size(encoder):
     one_by_one = torch.cat([encoder.encode([text]) for text in TEXTS])
     for batch_size in (1, 2, 64):
-        torch.testing.assert_close(encoder.encode(TEXTS, batch_size=batch_size), one_by_one,
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            encoder.encode(TEXTS, batch_size=batch_size), one_by_one, atol=1e-5, rtol=1e-5
+        )
     assert encoder.encode([]).shape == (0, 32)
 
 
@@ -144,8 +145,9 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(
 ):
     from sentence_transformers import SentenceTransformer
 
-    encoder = SentenceEncoder.from_pretrained(tiny_dir, pooling=pooling, normalize=normalize, prefix=prefix,
-                                              max_length=64)
+    encoder = SentenceEncoder.from_pretrained(
+        tiny_dir, pooling=pooling, normalize=normalize, prefix=prefix, max_length=64
+    )
     saved = encoder.save(tmp_path / "st")
     assert (saved / "model.safetensors").is_file() and not list(saved.glob("*.bin"))
     expected = encoder.encode(TEXTS)
@@ -157,7 +159,11 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(
 
     reloaded = SentenceEncoder.from_pretrained(saved)
     assert (reloaded.pooling, reloaded.normalize, reloaded.prefix, reloaded.max_length) == (
-        pooling, normalize, prefix, 64)
+        pooling,
+        normalize,
+        prefix,
+        64,
+    )
     assert reloaded.revision == encoder.revision
     assert (reloaded.encode(TEXTS) - expected).abs().max().item() < 1e-6
     # Settings given explicitly win over the recorded ones.

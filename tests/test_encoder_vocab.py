@@ -57,16 +57,31 @@ def test_trimmed_model_gives_the_same_embeddings_on_its_corpus(tiny_dir, tmp_pat
 def test_trimming_a_unigram_definition_renumbers_pieces_specials_and_template():
     definition = {
         "added_tokens": [
-            {"id": 0, "content": "<s>"}, {"id": 3, "content": "<unk>"}, {"id": 7, "content": "</s>"},
+            {"id": 0, "content": "<s>"},
+            {"id": 3, "content": "<unk>"},
+            {"id": 7, "content": "</s>"},
         ],
         "post_processor": {
             "type": "TemplateProcessing",
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]},
-                               "</s>": {"id": "</s>", "ids": [7], "tokens": ["</s>"]}},
+            "special_tokens": {
+                "<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]},
+                "</s>": {"id": "</s>", "ids": [7], "tokens": ["</s>"]},
+            },
         },
-        "model": {"type": "Unigram", "unk_id": 3,
-                  "vocab": [["<s>", 0.0], ["a", -1.0], ["b", -2.0], ["<unk>", 0.0], ["c", -3.0], ["d", -4.0],
-                            ["e", -5.0], ["</s>", 0.0]]},
+        "model": {
+            "type": "Unigram",
+            "unk_id": 3,
+            "vocab": [
+                ["<s>", 0.0],
+                ["a", -1.0],
+                ["b", -2.0],
+                ["<unk>", 0.0],
+                ["c", -3.0],
+                ["d", -4.0],
+                ["e", -5.0],
+                ["</s>", 0.0],
+            ],
+        },
     }
     trimmed = trimmed_tokenizer_definition(definition, [0, 2, 3, 5, 7])
     expected = [["<s>", 0.0], ["b", -2.0], ["<unk>", 0.0], ["d", -4.0], ["</s>", 0.0]]

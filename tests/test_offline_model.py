@@ -101,8 +101,17 @@ def offline_encoder(offline_model):
 @pytest.mark.slow
 def test_built_folder_is_a_complete_hf_and_sentence_transformers_model(offline_model, offline_encoder):
     names = {p.name for p in offline_model.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modules.json",
-            "1_Pooling", "2_Normalize", "config_sentence_transformers.json", BUILD_MARKER} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "modules.json",
+        "1_Pooling",
+        "2_Normalize",
+        "config_sentence_transformers.json",
+        BUILD_MARKER,
+    } <= names
     assert not any(name.endswith((".bin", ".pt")) for name in names)
     config = json.loads((offline_model / "config.json").read_text())
     assert config["architectures"] == ["BertModel"] and config["vocab_size"] == 250037

@@ -14,8 +14,24 @@ from imascl_ray.errors import InputError
 from imascl_ray.teacher import Teacher, TeacherCache
 from imascl_ray.testing import build_tiny_model
 
-WORDS = ["the", "cat", "dog", "house", "open", "close", "file", "save", "window", "menu", "help", "le",
-         "chat", "maison", "fichier", "monde"]
+WORDS = [
+    "the",
+    "cat",
+    "dog",
+    "house",
+    "open",
+    "close",
+    "file",
+    "save",
+    "window",
+    "menu",
+    "help",
+    "le",
+    "chat",
+    "maison",
+    "fichier",
+    "monde",
+]
 
 
 def make_sentences(count: int, seed: int = 0) -> list[str]:
@@ -78,8 +94,10 @@ def test_cache_rows_equal_live_teacher_embeddings_and_labels(tmp_path, teacher):
     torch.testing.assert_close(cached_src, live_src, atol=1e-6, rtol=1e-5)
     for kind in ("priority", "average"):
         torch.testing.assert_close(
-            soft_labels(cached_src, cached_tgt, kind, 0.1), soft_labels(live_src, live_tgt, kind, 0.1),
-            atol=1e-5, rtol=1e-5,
+            soft_labels(cached_src, cached_tgt, kind, 0.1),
+            soft_labels(live_src, live_tgt, kind, 0.1),
+            atol=1e-5,
+            rtol=1e-5,
         )
 
 

@@ -20,20 +20,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
 
     gettext = sub.add_parser("gettext", help="Build a corpus from this machine's gettext .mo catalogues.")
-    gettext.add_argument("--langs", default="en,fr,ja,ko,ru",
-                         help="languages (ISO 639-1), default %(default)s")
-    gettext.add_argument("--pairs", default="all",
-                         help="pair set: all, en-xx, en-xx+fr-xx, or en-fr,en-ja (default %(default)s)")
+    gettext.add_argument(
+        "--langs", default="en,fr,ja,ko,ru", help="languages (ISO 639-1), default %(default)s"
+    )
+    gettext.add_argument(
+        "--pairs",
+        default="all",
+        help="pair set: all, en-xx, en-xx+fr-xx, or en-fr,en-ja (default %(default)s)",
+    )
     gettext.add_argument("--out", required=True, help="output file: .parquet, .tsv or .jsonl")
-    gettext.add_argument("--root", action="append", default=[], metavar="DIR",
-                         help="another locale root holding <lang>/LC_MESSAGES/*.mo (repeatable)")
+    gettext.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another locale root holding <lang>/LC_MESSAGES/*.mo (repeatable)",
+    )
     gettext.add_argument("--no-system", action="store_true", help="skip /usr/share/locale")
-    gettext.add_argument("--no-python-packages", action="store_true",
-                         help="skip the locale/ folders of installed Python packages")
+    gettext.add_argument(
+        "--no-python-packages",
+        action="store_true",
+        help="skip the locale/ folders of installed Python packages",
+    )
     gettext.add_argument("--min-words", type=int, default=4, help="English words at least (%(default)s)")
     gettext.add_argument("--max-chars", type=int, default=300, help="characters at most (%(default)s)")
-    gettext.add_argument("--allow-placeholders", action="store_true",
-                         help="keep messages with format placeholders or markup")
+    gettext.add_argument(
+        "--allow-placeholders", action="store_true", help="keep messages with format placeholders or markup"
+    )
     gettext.add_argument("--quiet", action="store_true", help="no progress bar")
 
     stats = sub.add_parser("stats", help="Pairs per language pair, languages, unique sentences of a corpus.")
@@ -41,18 +54,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     prepare = sub.add_parser("prepare", help="Choose pairs, cap each, split train/validation, decontaminate.")
     prepare.add_argument("path", help="input corpus file")
-    prepare.add_argument("--pairs", default=None,
-                         help="pair set such as en-xx or en-fr,en-ja (default: every pair the corpus has)")
+    prepare.add_argument(
+        "--pairs",
+        default=None,
+        help="pair set such as en-xx or en-fr,en-ja (default: every pair the corpus has)",
+    )
     prepare.add_argument("--langs", default=None, help="languages for the pair set (default: the corpus's)")
     prepare.add_argument("--cap", type=int, default=None, help="at most this many pairs per language pair")
-    prepare.add_argument("--validation", type=_count_or_fraction, default=0,
-                         help="validation pairs per language pair: a count or a fraction (default none)")
+    prepare.add_argument(
+        "--validation",
+        type=_count_or_fraction,
+        default=0,
+        help="validation pairs per language pair: a count or a fraction (default none)",
+    )
     prepare.add_argument("--seed", type=int, default=0)
-    prepare.add_argument("--evaluation", action="append", default=[], metavar="FILE",
-                         help="an evaluation set (corpus file or .txt); training pairs found there are "
-                              "dropped (repeatable)")
-    prepare.add_argument("--empty", choices=("drop", "error"), default="drop",
-                         help="empty sentences: drop with a count, or stop with an error")
+    prepare.add_argument(
+        "--evaluation",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an evaluation set (corpus file or .txt); training pairs found there are dropped (repeatable)",
+    )
+    prepare.add_argument(
+        "--empty",
+        choices=("drop", "error"),
+        default="drop",
+        help="empty sentences: drop with a count, or stop with an error",
+    )
     prepare.add_argument("--train-out", required=True, help="training corpus file to write")
     prepare.add_argument("--validation-out", default=None, help="validation corpus file to write")
 
@@ -84,13 +112,20 @@ def _gettext(args: argparse.Namespace) -> int:
 
     corpus_format(args.out)  # fail on a bad extension before reading hundreds of catalogues
     corpus, report = build_gettext_corpus(
-        args.langs, args.pairs, roots=args.root, system=not args.no_system,
+        args.langs,
+        args.pairs,
+        roots=args.root,
+        system=not args.no_system,
         python_packages=not args.no_python_packages,
-        message_filter=MessageFilter(min_words=args.min_words, max_chars=args.max_chars,
-                                     allow_placeholders=args.allow_placeholders),
-        progress=not args.quiet)
-    print(f"read {report.catalogues} catalogues; messages per language: "
-          + ", ".join(f"{code} {count}" for code, count in sorted(report.messages.items())))
+        message_filter=MessageFilter(
+            min_words=args.min_words, max_chars=args.max_chars, allow_placeholders=args.allow_placeholders
+        ),
+        progress=not args.quiet,
+    )
+    print(
+        f"read {report.catalogues} catalogues; messages per language: "
+        + ", ".join(f"{code} {count}" for code, count in sorted(report.messages.items()))
+    )
     kept = ", ".join(f"{code} {count}" for code, count in sorted(report.kept.items()))
     rejected = ", ".join(f"{reason} {count}" for reason, count in report.rejected.most_common())
     print(f"kept per language: {kept}; rejected: {rejected}")
@@ -136,8 +171,10 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.validation:
         split = train_validation_split(corpus, args.validation, args.seed)
         train, validation = split.train, split.validation
-        print(f"validation: {len(validation)} pairs; {split.overlap_dropped} training pairs dropped for "
-              "sharing a sentence with validation")
+        print(
+            f"validation: {len(validation)} pairs; {split.overlap_dropped} training pairs dropped for "
+            "sharing a sentence with validation"
+        )
     else:
         train, validation = corpus, None
     if args.evaluation:

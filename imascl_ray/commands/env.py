@@ -9,8 +9,17 @@ import platform
 NAME = "env"
 HELP = "Print the versions of Python, torch, Ray, transformers, mteb, MLflow and the devices seen."
 
-PACKAGES = ("imascl-ray", "torch", "ray", "transformers", "sentence-transformers", "datasets", "mteb",
-            "optuna", "mlflow")
+PACKAGES = (
+    "imascl-ray",
+    "torch",
+    "ray",
+    "transformers",
+    "sentence-transformers",
+    "datasets",
+    "mteb",
+    "optuna",
+    "mlflow",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

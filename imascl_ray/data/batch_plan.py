@@ -73,7 +73,7 @@ class GlobalBatch:
         if not 0 <= rank < self.world_size:
             raise ValueError(f"rank {rank} outside 0..{self.world_size - 1}")
         size = self.local_batch_size
-        return self.pair_indices[rank * size:(rank + 1) * size]
+        return self.pair_indices[rank * size : (rank + 1) * size]
 
 
 class BatchPlan:
@@ -89,9 +89,16 @@ class BatchPlan:
         priority: language priority for the anchor side: ``"auto"`` (corpus volume) or an order.
     """
 
-    def __init__(self, corpus: Corpus | Mapping[str, tuple[Sequence[str], Sequence[str]]],
-                 global_batch_size: int, world_size: int = 1, seed: int = 0, *, mixed: bool = False,
-                 priority: str | Sequence[str] | None = "auto") -> None:
+    def __init__(
+        self,
+        corpus: Corpus | Mapping[str, tuple[Sequence[str], Sequence[str]]],
+        global_batch_size: int,
+        world_size: int = 1,
+        seed: int = 0,
+        *,
+        mixed: bool = False,
+        priority: str | Sequence[str] | None = "auto",
+    ) -> None:
         if not isinstance(corpus, Corpus):
             corpus = Corpus.from_groups(corpus)
         if global_batch_size < 1:
@@ -99,16 +106,20 @@ class BatchPlan:
         if world_size < 1:
             raise InputError(f"world_size: must be at least 1, got {world_size}")
         if global_batch_size % world_size:
-            raise InputError(f"global_batch_size: {global_batch_size} is not divisible by world_size "
-                             f"{world_size}, so the ranks cannot take equal slices")
+            raise InputError(
+                f"global_batch_size: {global_batch_size} is not divisible by world_size "
+                f"{world_size}, so the ranks cannot take equal slices"
+            )
         self.corpus = corpus
         self.global_batch_size = global_batch_size
         self.world_size = world_size
         self.seed = int(seed)
         self.mixed = mixed
         self.priority = resolve_priority(priority, corpus.src_lang, corpus.tgt_lang)
-        self._anchor_of_row = np.array([anchor_side(s, t, self.priority) for s, t in
-                                        zip(corpus.src_lang, corpus.tgt_lang, strict=True)], dtype=object)
+        self._anchor_of_row = np.array(
+            [anchor_side(s, t, self.priority) for s, t in zip(corpus.src_lang, corpus.tgt_lang, strict=True)],
+            dtype=object,
+        )
 
         pools = {MIXED: np.arange(len(corpus))} if mixed else corpus.group_indices()
         src_keys, tgt_keys = self._sentence_keys(corpus)
@@ -127,25 +138,37 @@ class BatchPlan:
                 self._classes[name] = usable
             else:
                 self.skipped_pairs.append(name)
-        self.steps_per_epoch = sum(len(members) // global_batch_size
-                                   for classes in self._classes.values() for members in classes)
+        self.steps_per_epoch = sum(
+            len(members) // global_batch_size for classes in self._classes.values() for members in classes
+        )
         if self.steps_per_epoch == 0:
             counts = ", ".join(f"{name}: {count}" for name, count in corpus.pair_counts().items())
-            raise InputError(f"global_batch_size: the corpus ({len(corpus)} pairs; {counts or 'empty'}) is "
-                             f"smaller than one global batch of {global_batch_size} pairs"
-                             + ("" if mixed else " of a single language pair"))
+            raise InputError(
+                f"global_batch_size: the corpus ({len(corpus)} pairs; {counts or 'empty'}) is "
+                f"smaller than one global batch of {global_batch_size} pairs"
+                + ("" if mixed else " of a single language pair")
+            )
         if self.skipped_pairs:
-            logger.warning("language pair(s) %s have fewer distinct pairs than one global batch (%d): "
-                           "not used", ", ".join(self.skipped_pairs), global_batch_size)
+            logger.warning(
+                "language pair(s) %s have fewer distinct pairs than one global batch (%d): not used",
+                ", ".join(self.skipped_pairs),
+                global_batch_size,
+            )
 
     @staticmethod
     def _sentence_keys(corpus: Corpus) -> tuple[np.ndarray, np.ndarray]:
         """Integer ids of the normalised sentences, one key space for both sides."""
         ids: dict[str, int] = {}
-        src = np.fromiter((ids.setdefault(normalise_text(s), len(ids)) for s in corpus.src),
-                          dtype=np.int64, count=len(corpus))
-        tgt = np.fromiter((ids.setdefault(normalise_text(t), len(ids)) for t in corpus.tgt),
-                          dtype=np.int64, count=len(corpus))
+        src = np.fromiter(
+            (ids.setdefault(normalise_text(s), len(ids)) for s in corpus.src),
+            dtype=np.int64,
+            count=len(corpus),
+        )
+        tgt = np.fromiter(
+            (ids.setdefault(normalise_text(t), len(ids)) for t in corpus.tgt),
+            dtype=np.int64,
+            count=len(corpus),
+        )
         return src, tgt
 
     @property
@@ -173,15 +196,14 @@ class BatchPlan:
             for members in self._classes[name]:
                 shuffled = rng.permutation(members)
                 count = len(shuffled) // self.global_batch_size
-                batches.extend(shuffled[:count * self.global_batch_size].reshape(count, -1))
+                batches.extend(shuffled[: count * self.global_batch_size].reshape(count, -1))
         order = rng.permutation(len(batches))
         return [batches[i] for i in order]
 
     def batches(self, epoch: int, start_step: int = 0) -> Iterator[GlobalBatch]:
         """The global batches of ``epoch`` from ``start_step`` on (resume: pass the next step to run)."""
         if not 0 <= start_step <= self.steps_per_epoch:
-            raise InputError(f"start_step: {start_step} outside 0..{self.steps_per_epoch} "
-                             f"(steps per epoch)")
+            raise InputError(f"start_step: {start_step} outside 0..{self.steps_per_epoch} (steps per epoch)")
         names = self.corpus.pair_names() if not self.mixed else None
         for step, rows in enumerate(self.epoch_batches(epoch)):
             if step < start_step:
@@ -194,12 +216,15 @@ class BatchPlan:
             yield GlobalBatch(step, rows, language_pair, side, sides, self.world_size)
 
     def __repr__(self) -> str:
-        return (f"BatchPlan(G={self.global_batch_size}, W={self.world_size}, steps/epoch="
-                f"{self.steps_per_epoch}, mixed={self.mixed}, seed={self.seed})")
+        return (
+            f"BatchPlan(G={self.global_batch_size}, W={self.world_size}, steps/epoch="
+            f"{self.steps_per_epoch}, mixed={self.mixed}, seed={self.seed})"
+        )
 
 
-def _conflict_classes(rows: np.ndarray, src_keys: np.ndarray, tgt_keys: np.ndarray,
-                      rng: np.random.Generator) -> tuple[list[np.ndarray], int]:
+def _conflict_classes(
+    rows: np.ndarray, src_keys: np.ndarray, tgt_keys: np.ndarray, rng: np.random.Generator
+) -> tuple[list[np.ndarray], int]:
     """Split ``rows`` into classes in which no sentence key occurs twice; drop exact duplicate rows.
 
     Rows are visited in a seeded random order and each joins the first class holding neither of its

@@ -48,9 +48,15 @@ class Corpus:
         dropped: counts of rows a reader dropped, by reason (``{"empty": 3}``), for reports.
     """
 
-    def __init__(self, src_lang: Sequence[str], tgt_lang: Sequence[str], src: Sequence[str],
-                 tgt: Sequence[str], provenance: Sequence[str] | None = None,
-                 dropped: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        src_lang: Sequence[str],
+        tgt_lang: Sequence[str],
+        src: Sequence[str],
+        tgt: Sequence[str],
+        provenance: Sequence[str] | None = None,
+        dropped: Mapping[str, int] | None = None,
+    ) -> None:
         self.src_lang = list(src_lang)
         self.tgt_lang = list(tgt_lang)
         self.src = list(src)
@@ -68,15 +74,19 @@ class Corpus:
         """From ``Pair`` records or ``(src_lang, tgt_lang, src, tgt[, provenance])`` tuples."""
         columns: list[list[str]] = [[], [], [], [], []]
         for pair in pairs:
-            values = (pair.src_lang, pair.tgt_lang, pair.src, pair.tgt, pair.provenance) \
-                if isinstance(pair, Pair) else (*pair, "")[:5]
+            values = (
+                (pair.src_lang, pair.tgt_lang, pair.src, pair.tgt, pair.provenance)
+                if isinstance(pair, Pair)
+                else (*pair, "")[:5]
+            )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         return cls(*columns)
 
     @classmethod
-    def from_groups(cls, groups: Mapping[str, tuple[Sequence[str], Sequence[str]]],
-                    provenance: str = "") -> Corpus:
+    def from_groups(
+        cls, groups: Mapping[str, tuple[Sequence[str], Sequence[str]]], provenance: str = ""
+    ) -> Corpus:
         """From ``{"en-fr": (sources, targets), ...}`` (the shape :meth:`groups` returns)."""
         from imascl_ray.data.languages import split_pair
 
@@ -98,8 +108,13 @@ class Corpus:
         dropped: Counter[str] = Counter()
         for corpus in corpora:
             dropped.update(corpus.dropped)
-        return cls(*([value for corpus in corpora for value in getattr(corpus, name)]
-                     for name in (*COLUMNS, PROVENANCE)), dropped=dropped)
+        return cls(
+            *(
+                [value for corpus in corpora for value in getattr(corpus, name)]
+                for name in (*COLUMNS, PROVENANCE)
+            ),
+            dropped=dropped,
+        )
 
     # ---- rows ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -110,8 +125,13 @@ class Corpus:
             yield Pair(*row)
 
     def __getitem__(self, index: int) -> Pair:
-        return Pair(self.src_lang[index], self.tgt_lang[index], self.src[index], self.tgt[index],
-                    self.provenance[index])
+        return Pair(
+            self.src_lang[index],
+            self.tgt_lang[index],
+            self.src[index],
+            self.tgt[index],
+            self.provenance[index],
+        )
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{name}: {count}" for name, count in self.pair_counts().items())
@@ -127,9 +147,13 @@ class Corpus:
     def select(self, indices: Iterable[int]) -> Corpus:
         """The rows at ``indices``, in that order (a new corpus)."""
         indices = [int(i) for i in indices]
-        return Corpus(*([column[i] for i in indices] for column in
-                        (self.src_lang, self.tgt_lang, self.src, self.tgt, self.provenance)),
-                      dropped=self.dropped)
+        return Corpus(
+            *(
+                [column[i] for i in indices]
+                for column in (self.src_lang, self.tgt_lang, self.src, self.tgt, self.provenance)
+            ),
+            dropped=self.dropped,
+        )
 
     def pair_names(self) -> list[str]:
         """The language-pair name of every row (``"en-fr"``)."""
@@ -155,8 +179,10 @@ class Corpus:
 
     def groups(self) -> dict[str, tuple[list[str], list[str]]]:
         """Language pair -> (source sentences, target sentences), aligned by position, in row order."""
-        return {name: ([self.src[i] for i in rows], [self.tgt[i] for i in rows])
-                for name, rows in self.group_indices().items()}
+        return {
+            name: ([self.src[i] for i in rows], [self.tgt[i] for i in rows])
+            for name, rows in self.group_indices().items()
+        }
 
     # ---- the unique-sentence table ------------------------------------------------------------
     def _sentences(self) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -32,8 +32,7 @@ def corpus_format(path: str | Path) -> str:
     """``"tsv"``, ``"jsonl"`` or ``"parquet"`` from the file name, else an error naming the file."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise InputError(f"{path}: unknown corpus format {suffix!r}; expected one of "
-                         f"{', '.join(FORMATS)}")
+        raise InputError(f"{path}: unknown corpus format {suffix!r}; expected one of {', '.join(FORMATS)}")
     return FORMATS[suffix]
 
 
@@ -59,8 +58,13 @@ def read_corpus(path: str | Path, *, empty: str = "drop") -> Corpus:
     return build_corpus(rows, where, empty=empty, source=str(path))
 
 
-def build_corpus(rows: Iterable[tuple[int, dict[str, object]]], where: Callable[[int], str], *,
-                 empty: str = "drop", source: str = "corpus") -> Corpus:
+def build_corpus(
+    rows: Iterable[tuple[int, dict[str, object]]],
+    where: Callable[[int], str],
+    *,
+    empty: str = "drop",
+    source: str = "corpus",
+) -> Corpus:
     """Check and collect ``(row number, record)`` rows into a corpus (shared by every reader).
 
     ``where(row_number)`` names the place for messages (``"data.tsv line 7"``). Language codes are
@@ -77,14 +81,16 @@ def build_corpus(rows: Iterable[tuple[int, dict[str, object]]], where: Callable[
             if field.endswith("_lang"):
                 if value not in known_codes:
                     if not isinstance(value, str):
-                        raise InputError(f"{where(number)}, field {field}: expected a language code, "
-                                         f"found {value!r}")
+                        raise InputError(
+                            f"{where(number)}, field {field}: expected a language code, found {value!r}"
+                        )
                     known_codes[value] = check_language(value, f"{where(number)}, field {field}")
                 values[field] = known_codes[value]
                 continue
             if value is not None and not isinstance(value, str):
-                raise InputError(f"{where(number)}, field {field}: expected a string, "
-                                 f"found {type(value).__name__}")
+                raise InputError(
+                    f"{where(number)}, field {field}: expected a string, found {type(value).__name__}"
+                )
             values[field] = (value or "").strip()
         blank = next((field for field in ("src", "tgt") if not values[field]), None)
         if blank is not None:
@@ -98,10 +104,17 @@ def build_corpus(rows: Iterable[tuple[int, dict[str, object]]], where: Callable[
         for field, value in values.items():
             columns[field].append(value)
     if dropped:
-        logger.warning("%s: dropped %d pair(s) with an empty or whitespace-only sentence (first: %s)",
-                       source, dropped, first_dropped)
-    return Corpus(*(columns[name] for name in COLUMNS), provenance=columns[PROVENANCE],
-                  dropped={"empty": dropped} if dropped else None)
+        logger.warning(
+            "%s: dropped %d pair(s) with an empty or whitespace-only sentence (first: %s)",
+            source,
+            dropped,
+            first_dropped,
+        )
+    return Corpus(
+        *(columns[name] for name in COLUMNS),
+        provenance=columns[PROVENANCE],
+        dropped={"empty": dropped} if dropped else None,
+    )
 
 
 def read_utf8_text(path: Path) -> str:
@@ -112,8 +125,10 @@ def read_utf8_text(path: Path) -> str:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise InputError(f"{path} line {line}: bytes that are not UTF-8 (0x{data[error.start]:02x} at "
-                         f"byte column {column})") from None
+        raise InputError(
+            f"{path} line {line}: bytes that are not UTF-8 (0x{data[error.start]:02x} at "
+            f"byte column {column})"
+        ) from None
     return text.removeprefix("\ufeff")
 
 
@@ -127,20 +142,25 @@ def _lines(text: str) -> list[str]:
 def _tsv_rows(path: Path, text: str) -> tuple[Iterator[Row], Callable[[int], str]]:
     lines = _lines(text)
     if not lines:
-        raise InputError(f"{path} line 1: empty file, expected a header line "
-                         f"{chr(9).join(COLUMNS)}[{chr(9)}{PROVENANCE}]")
+        raise InputError(
+            f"{path} line 1: empty file, expected a header line {chr(9).join(COLUMNS)}[{chr(9)}{PROVENANCE}]"
+        )
     header = [name.strip() for name in lines[0].split("\t")]
     missing = [name for name in COLUMNS if name not in header]
     if missing:
-        raise InputError(f"{path} line 1: missing column(s) {', '.join(missing)} in the header "
-                         f"(found: {', '.join(header)})")
+        raise InputError(
+            f"{path} line 1: missing column(s) {', '.join(missing)} in the header "
+            f"(found: {', '.join(header)})"
+        )
 
     def rows() -> Iterator[tuple[int, dict[str, object]]]:
         for number, line in enumerate(lines[1:], start=2):
             fields = line.split("\t")
             if len(fields) != len(header):
-                raise InputError(f"{path} line {number}: expected {len(header)} tab-separated fields "
-                                 f"({', '.join(header)}), found {len(fields)}")
+                raise InputError(
+                    f"{path} line {number}: expected {len(header)} tab-separated fields "
+                    f"({', '.join(header)}), found {len(fields)}"
+                )
             yield number, dict(zip(header, fields, strict=True))
 
     return rows(), lambda number: f"{path} line {number}"
@@ -156,8 +176,9 @@ def _jsonl_rows(path: Path, text: str) -> tuple[Iterator[Row], Callable[[int], s
             except json.JSONDecodeError as error:
                 raise InputError(f"{path} line {number}: not valid JSON ({error.msg})") from None
             if not isinstance(record, dict):
-                raise InputError(f"{path} line {number}: expected a JSON object with fields "
-                                 f"{', '.join(COLUMNS)}")
+                raise InputError(
+                    f"{path} line {number}: expected a JSON object with fields {', '.join(COLUMNS)}"
+                )
             missing = [name for name in COLUMNS if name not in record]
             if missing:
                 raise InputError(f"{path} line {number}: missing field(s) {', '.join(missing)}")
@@ -174,8 +195,9 @@ def _parquet_rows(path: Path) -> tuple[Iterator[Row], Callable[[int], str]]:
         schema = pq.read_schema(path)
         missing = [name for name in COLUMNS if name not in schema.names]
         if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
-                             f"(found: {', '.join(schema.names)})")
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(schema.names)})"
+            )
         wanted = [*COLUMNS, *([PROVENANCE] if PROVENANCE in schema.names else [])]
         table = pq.read_table(path, columns=wanted)
     except (pa.ArrowInvalid, OSError) as error:
@@ -217,8 +239,9 @@ def write_corpus(corpus: Corpus, path: str | Path) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({name: pa.array(column, type=pa.string()) for name, column in zip(names, columns,
-                                                                                           strict=True)})
+        table = pa.table(
+            {name: pa.array(column, type=pa.string()) for name, column in zip(names, columns, strict=True)}
+        )
         pq.write_table(table, path)
     elif kind == "jsonl":
         with path.open("w", encoding="utf-8") as handle:
@@ -230,7 +253,9 @@ def write_corpus(corpus: Corpus, path: str | Path) -> Path:
             for number, row in enumerate(zip(*columns, strict=True), start=1):
                 for name, value in zip(names, row, strict=True):
                     if "\t" in value or "\n" in value or "\r" in value:
-                        raise InputError(f"{path}: row {number}, field {name} holds a tab or newline, "
-                                         "which TSV cannot store; write .jsonl or .parquet instead")
+                        raise InputError(
+                            f"{path}: row {number}, field {name} holds a tab or newline, "
+                            "which TSV cannot store; write .jsonl or .parquet instead"
+                        )
                 handle.write("\t".join(row) + "\n")
     return path

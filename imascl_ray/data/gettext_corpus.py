@@ -132,7 +132,7 @@ def read_mo(path: str | Path) -> list[tuple[str, str]]:
             str_length, str_offset = struct.unpack_from(f"{order}2I", data, translations + 8 * index)
             if id_offset + id_length > len(data) or str_offset + str_length > len(data):
                 raise struct.error("string beyond end of file")
-            raw.append((data[id_offset:id_offset + id_length], data[str_offset:str_offset + str_length]))
+            raw.append((data[id_offset : id_offset + id_length], data[str_offset : str_offset + str_length]))
     except struct.error as error:
         raise InputError(f"{path}: corrupt .mo catalogue ({error})") from None
 
@@ -174,8 +174,13 @@ def python_locale_roots() -> list[Path]:
     return sorted(roots)
 
 
-def find_catalogues(languages: Sequence[str], roots: Iterable[str | Path] | None = None, *,
-                    system: bool = True, python_packages: bool = True) -> list[Catalogue]:
+def find_catalogues(
+    languages: Sequence[str],
+    roots: Iterable[str | Path] | None = None,
+    *,
+    system: bool = True,
+    python_packages: bool = True,
+) -> list[Catalogue]:
     """Every ``<root>/<lang>/LC_MESSAGES/*.mo`` for the languages, sorted by language then path.
 
     ``roots`` adds locale roots to ``/usr/share/locale`` (``system``) and the Python packages' ones.
@@ -198,11 +203,16 @@ def find_catalogues(languages: Sequence[str], roots: Iterable[str | Path] | None
     return found
 
 
-def build_gettext_corpus(languages: str | Sequence[str] = ("en", "fr", "ja", "ko", "ru"),
-                         pairs: str = "all", *, roots: Iterable[str | Path] | None = None,
-                         system: bool = True, python_packages: bool = True,
-                         message_filter: MessageFilter | None = None,
-                         progress: bool = True) -> tuple[Corpus, GettextReport]:
+def build_gettext_corpus(
+    languages: str | Sequence[str] = ("en", "fr", "ja", "ko", "ru"),
+    pairs: str = "all",
+    *,
+    roots: Iterable[str | Path] | None = None,
+    system: bool = True,
+    python_packages: bool = True,
+    message_filter: MessageFilter | None = None,
+    progress: bool = True,
+) -> tuple[Corpus, GettextReport]:
     """Build the localisation corpus for ``languages`` and the pair set ``pairs`` (``"all"``, ``"en-xx"``...).
 
     English is the pivot: ``en-xx`` rows pair msgid and msgstr; ``xx-yy`` rows join two languages'
@@ -249,16 +259,18 @@ def build_gettext_corpus(languages: str | Sequence[str] = ("en", "fr", "ja", "ko
     return corpus, report
 
 
-def _translations(language: str, english: str, table: dict[str, dict[str, dict[str, set[str]]]]
-                  ) -> dict[str, set[str]]:
+def _translations(
+    language: str, english: str, table: dict[str, dict[str, dict[str, set[str]]]]
+) -> dict[str, set[str]]:
     """``{text: domains}`` for ``english`` in ``language`` (English itself maps to itself)."""
     if language == "en":
         return {english: set()}
     return table[language].get(english, {})
 
 
-def _pair_rows(src_lang: str, tgt_lang: str, table: dict[str, dict[str, dict[str, set[str]]]]
-               ) -> list[tuple[str, str, str, str, str]]:
+def _pair_rows(
+    src_lang: str, tgt_lang: str, table: dict[str, dict[str, dict[str, set[str]]]]
+) -> list[tuple[str, str, str, str, str]]:
     """The deduplicated rows of one language pair, joined on the English message, sorted by source."""
     if src_lang == "en":
         pivots = table[tgt_lang].keys()

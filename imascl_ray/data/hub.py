@@ -32,8 +32,15 @@ def _is_saved_dataset(path: str) -> bool:
     return folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file())
 
 
-def _open_dataset(path: str, name: str | None, split: str, revision: str | None,
-                  data_files: Any, cache_dir: str | None, label: str) -> Any:
+def _open_dataset(
+    path: str,
+    name: str | None,
+    split: str,
+    revision: str | None,
+    data_files: Any,
+    cache_dir: str | None,
+    label: str,
+) -> Any:
     import datasets
 
     if _is_saved_dataset(path):
@@ -44,20 +51,34 @@ def _open_dataset(path: str, name: str | None, split: str, revision: str | None,
             return loaded[split]
         return loaded
     try:
-        return datasets.load_dataset(path, name, split=split, revision=revision, data_files=data_files,
-                                     cache_dir=cache_dir)
+        return datasets.load_dataset(
+            path, name, split=split, revision=revision, data_files=data_files, cache_dir=cache_dir
+        )
     except (FileNotFoundError, ValueError) as error:
         raise InputError(f"{label}: could not load the dataset ({error})") from error
 
 
-def load_hub_corpus(path: str, *, name: str | None = None, split: str = "train",
-                    src_lang: str | None = None, tgt_lang: str | None = None,
-                    src_column: str = "src", tgt_column: str = "tgt",
-                    src_lang_column: str = "src_lang", tgt_lang_column: str = "tgt_lang",
-                    translation_column: str | None = None, provenance_column: str | None = None,
-                    provenance: str | None = None, revision: str | None = None, data_files: Any = None,
-                    cache_dir: str | None = None, limit: int | None = None, empty: str = "drop",
-                    batch_size: int = 10_000) -> Corpus:
+def load_hub_corpus(
+    path: str,
+    *,
+    name: str | None = None,
+    split: str = "train",
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    src_column: str = "src",
+    tgt_column: str = "tgt",
+    src_lang_column: str = "src_lang",
+    tgt_lang_column: str = "tgt_lang",
+    translation_column: str | None = None,
+    provenance_column: str | None = None,
+    provenance: str | None = None,
+    revision: str | None = None,
+    data_files: Any = None,
+    cache_dir: str | None = None,
+    limit: int | None = None,
+    empty: str = "drop",
+    batch_size: int = 10_000,
+) -> Corpus:
     """Load pairs from a ``datasets`` dataset into a :class:`Corpus`.
 
     Args:
@@ -86,19 +107,23 @@ def load_hub_corpus(path: str, *, name: str | None = None, split: str = "train",
         if (src_lang is None or tgt_lang is None) and name and name.count("-") == 1:
             src_lang, tgt_lang = (src_lang or name.split("-")[0]), (tgt_lang or name.split("-")[1])
         if src_lang is None or tgt_lang is None:
-            raise InputError(f"{label}: src_lang and tgt_lang are needed to read the translation column "
-                             f"{translation_column!r}")
+            raise InputError(
+                f"{label}: src_lang and tgt_lang are needed to read the translation column "
+                f"{translation_column!r}"
+            )
         needed = [translation_column]
     else:
         needed = [src_column, tgt_column]
-        needed += [column for column, fixed in ((src_lang_column, src_lang), (tgt_lang_column, tgt_lang))
-                   if fixed is None]
+        needed += [
+            column
+            for column, fixed in ((src_lang_column, src_lang), (tgt_lang_column, tgt_lang))
+            if fixed is None
+        ]
     if provenance_column is not None:
         needed.append(provenance_column)
     missing = [column for column in needed if column not in available]
     if missing:
-        raise InputError(f"{label}: missing column(s) {', '.join(missing)} "
-                         f"(columns: {', '.join(available)})")
+        raise InputError(f"{label}: missing column(s) {', '.join(missing)} (columns: {', '.join(available)})")
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
 
@@ -116,7 +141,8 @@ def load_hub_corpus(path: str, *, name: str | None = None, split: str = "train",
                 record: dict[str, object] = {
                     "src_lang": src_lang if src_lang is not None else batch[src_lang_column][offset],
                     "tgt_lang": tgt_lang if tgt_lang is not None else batch[tgt_lang_column][offset],
-                    "src": src, "tgt": tgt,
+                    "src": src,
+                    "tgt": tgt,
                     PROVENANCE: batch[provenance_column][offset] if provenance_column else provenance,
                 }
                 yield number, record

@@ -48,8 +48,10 @@ def check_language(code: str, where: str) -> str:
     normalised = str(code).strip().lower()
     if normalised not in ISO_639_1:
         hint = " (Japanese is 'ja')" if normalised == "jp" else ""
-        raise InputError(f"{where}: unknown language code {code!r}; expected an ISO 639-1 code such as "
-                         f"en, fr, ja, ko, ru{hint}")
+        raise InputError(
+            f"{where}: unknown language code {code!r}; expected an ISO 639-1 code such as "
+            f"en, fr, ja, ko, ru{hint}"
+        )
     return normalised
 
 
@@ -109,8 +111,9 @@ def resolve_pair_set(spec: str, languages: Sequence[str]) -> list[tuple[str, str
         if part.endswith("-xx"):
             pivot = check_language(part[:-3], f"pairs {spec!r}")
             if pivot not in languages:
-                raise InputError(f"pairs {spec!r}: {pivot!r} is not among the chosen languages "
-                                 f"{','.join(languages)}")
+                raise InputError(
+                    f"pairs {spec!r}: {pivot!r} is not among the chosen languages {','.join(languages)}"
+                )
             for other in languages:
                 if other != pivot:
                     add((pivot, other))
@@ -127,8 +130,9 @@ def volume_priority(languages: Iterable[str]) -> list[str]:
     return sorted(counts, key=lambda code: (-counts[code], code))
 
 
-def resolve_priority(spec: str | Sequence[str] | None, src_langs: Iterable[str],
-                     tgt_langs: Iterable[str]) -> list[str]:
+def resolve_priority(
+    spec: str | Sequence[str] | None, src_langs: Iterable[str], tgt_langs: Iterable[str]
+) -> list[str]:
     """A priority order from ``"auto"``/``None`` (corpus volume) or an explicit ``"en,ru,ja,fr,ko"``.
 
     Languages of the corpus missing from an explicit order come after it, by volume.

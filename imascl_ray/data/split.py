@@ -47,8 +47,10 @@ def select_pairs(corpus: Corpus, pairs: str, languages: Sequence[str] | None = N
     for src, tgt in resolve_pair_set(pairs, languages):
         names = [name for name in (pair_name(src, tgt), pair_name(tgt, src)) if name in groups]
         if not names:
-            raise InputError(f"pairs {pairs!r}: the corpus has no {pair_name(src, tgt)} pairs "
-                             f"(it has: {', '.join(groups) or 'none'})")
+            raise InputError(
+                f"pairs {pairs!r}: the corpus has no {pair_name(src, tgt)} pairs "
+                f"(it has: {', '.join(groups) or 'none'})"
+            )
         chosen.extend(groups[name] for name in names)
     return corpus.select(np.sort(np.concatenate(chosen)) if chosen else [])
 
@@ -76,8 +78,9 @@ class Split:
     overlap_dropped: int = 0
 
 
-def train_validation_split(corpus: Corpus, validation: int | float, seed: int, *,
-                           disjoint: bool = True) -> Split:
+def train_validation_split(
+    corpus: Corpus, validation: int | float, seed: int, *, disjoint: bool = True
+) -> Split:
     """Split every language pair into training and validation rows (deterministic by seed).
 
     Args:
@@ -95,8 +98,10 @@ def train_validation_split(corpus: Corpus, validation: int | float, seed: int, *
     for name, rows in corpus.group_indices().items():
         size = round(validation * len(rows)) if isinstance(validation, float) else int(validation)
         if size >= len(rows):
-            raise InputError(f"validation: {size} validation pairs requested for {name}, which has only "
-                             f"{len(rows)} pairs (none would be left to train on)")
+            raise InputError(
+                f"validation: {size} validation pairs requested for {name}, which has only "
+                f"{len(rows)} pairs (none would be left to train on)"
+            )
         order = pair_rng(seed, name).permutation(rows)
         validation_rows.append(np.sort(order[:size]))
         train_rows.append(np.sort(order[size:]))
@@ -124,8 +129,9 @@ class ContaminationReport:
         return f"contamination filter dropped {self.dropped} training pair(s){detail}"
 
 
-def contamination_filter(corpus: Corpus, evaluation: Mapping[str, Iterable[str]] | Iterable[str]
-                         ) -> tuple[Corpus, ContaminationReport]:
+def contamination_filter(
+    corpus: Corpus, evaluation: Mapping[str, Iterable[str]] | Iterable[str]
+) -> tuple[Corpus, ContaminationReport]:
     """Drop every row whose source or target sentence (normalised) occurs in an evaluation set.
 
     Args:
@@ -146,8 +152,9 @@ def contamination_filter(corpus: Corpus, evaluation: Mapping[str, Iterable[str]]
             by_set.update(hits)
         else:
             keep.append(index)
-    report = ContaminationReport(len(corpus) - len(keep), dict(sorted(by_pair.items())),
-                                 dict(sorted(by_set.items())))
+    report = ContaminationReport(
+        len(corpus) - len(keep), dict(sorted(by_pair.items())), dict(sorted(by_set.items()))
+    )
     return corpus.select(keep), report
 
 
