@@ -116,6 +116,7 @@ class ScheduleConfig:
     global_batch_size: int = 32
     epochs: int = 1
     max_steps: int | None = None
+    """Train exactly this many steps (epochs follow one another as needed); None: ``epochs`` epochs."""
     log_every: int = 10
     eval_every: int = 100
     patience: int | None = None
@@ -142,6 +143,10 @@ class ScalingConfig:
     cpus_per_worker: float = 1.0
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """auto: bf16 where the GPU supports it, fp16 with a grad scaler on older GPUs, fp32 on CPU."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How Ray places the workers on nodes (PACK: as few nodes as possible)."""
+    max_failures: int = 2
+    """Restarts of a failed worker group, each from the last checkpoint."""
 
 
 @dataclass
@@ -153,6 +158,16 @@ class TrackingConfig:
     mlflow_uri: str | None = None
     """None: ``sqlite:///<absolute output_dir>/mlflow.db``; ``http://...`` for a tracking server."""
     experiment: str = "imascl-ray"
+
+
+@dataclass
+class DebugConfig:
+    """Hooks for testing fault tolerance; leave them alone in real runs."""
+
+    fail_at_step: int | None = None
+    """Kill one worker process once, when it is about to run this global step (0-based)."""
+    fail_rank: int = 1
+    """The rank that ``fail_at_step`` kills."""
 
 
 @dataclass
@@ -168,10 +183,30 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading and writing
+
+
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped with the package (``imascl_ray/recipes/*.yaml``), by name."""
+    return sorted(path.stem for path in RECIPES.glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A YAML file as given, or a shipped recipe by name (``quickstart``, ``paper_cross_lingual``...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise InputError(f"{name_or_path}: no such config file or recipe (recipes: {', '.join(recipe_names())})")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -420,6 +455,7 @@ def _validate(config: Config) -> None:
             "must be >= 1",
         ),
         (config.scaling.num_workers >= 1, "scaling.num_workers", "must be at least 1"),
+        (config.scaling.max_failures >= 0, "scaling.max_failures", "must not be negative"),
         (config.model.max_length >= 8, "model.max_length", "must be at least 8"),
         (len(config.data.languages) >= 2, "data.languages", "must name at least two languages"),
     ]

@@ -63,12 +63,14 @@ def build_tiny_model(
     num_heads: int = 4,
     intermediate_size: int = 64,
     max_position_embeddings: int = 128,
+    dropout: float = 0.1,
     seed: int = 0,
 ) -> Path:
     """Write a tiny random BERT (``BertModel`` without pooler) and its fast tokenizer to ``directory``.
 
     Returns the folder, which ``AutoModel``/``AutoTokenizer``/``SentenceEncoder.from_pretrained`` load
-    offline. Same arguments give byte-identical weights (seeded initialisation).
+    offline. Same arguments give byte-identical weights (seeded initialisation). ``dropout=0`` makes
+    training deterministic across worker counts (for equality tests).
     """
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
@@ -87,6 +89,8 @@ def build_tiny_model(
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
         pad_token_id=vocab["[PAD]"],
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     generator_state = torch.random.get_rng_state()
     try:
@@ -97,3 +101,33 @@ def build_tiny_model(
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def synthetic_parallel_corpus(pairs: int, *, words: int = 5, vocabulary: int = 60, seed: int = 0):
+    """A small *learnable* en-fr corpus for training tests: each "French" word is a fixed stand-in.
+
+    English sentences are ``words`` words drawn from the tiny vocabulary's first ``vocabulary`` words;
+    each translation replaces every word by its image under a fixed bijection onto ``vocabulary`` other
+    words, so nothing is shared at the token level: an untrained encoder retrieves translations at
+    about chance, and one trained on the corpus learns the word mapping. Sentences are unique.
+    """
+    import numpy as np
+
+    from imascl_ray.data import Corpus
+
+    if 2 * vocabulary > len(_WORDS):
+        raise ValueError(f"vocabulary can be at most {len(_WORDS) // 2}")
+    english, foreign = _WORDS[:vocabulary], _WORDS[vocabulary : 2 * vocabulary]
+    rng = np.random.default_rng(seed)
+    image = dict(zip(english, rng.permutation(foreign), strict=True))
+    seen: set[str] = set()
+    sources, targets = [], []
+    while len(sources) < pairs:
+        sentence = [str(w) for w in rng.choice(english, size=words, replace=False)]
+        text = " ".join(sentence)
+        if text in seen:
+            continue
+        seen.add(text)
+        sources.append(text)
+        targets.append(" ".join(image[w] for w in sentence))
+    return Corpus.from_groups({"en-fr": (sources, targets)})

@@ -1,0 +1,38 @@
+"""``imascl-ray train CONFIG [key=value ...]``: one distributed soft-contrastive training run on Ray."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "Train a student with Ray Train workers (CONFIG: a YAML file or a shipped recipe name)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CONFIG, overrides, and where the Ray cluster is."""
+    parser.add_argument("config", help="YAML config, or a recipe: quickstart, paper_cross_lingual, ...")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. loss.tau=0.05 optim.lr=1e-5")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join ('auto' inside `ray job submit`); default: a local cluster of its own",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, start or join Ray, train, and print where the model and the metrics are."""
+    import json
+
+    from imascl_ray.config import load_config, resolve_recipe
+    from imascl_ray.train.session import ray_session
+    from imascl_ray.train.trainer import run_training
+
+    config = load_config(resolve_recipe(args.config), args.overrides)
+    with ray_session(args.address, config):
+        outcome = run_training(config)
+    print(f"best validation accuracy: {outcome.best_score:.4f}")
+    print(f"model: {outcome.model_dir}")
+    if outcome.evaluation:
+        print(json.dumps(outcome.evaluation, indent=2))
+    print(f"MLflow run {outcome.mlflow_run_id} in {outcome.mlflow_uri}")
+    return 0

