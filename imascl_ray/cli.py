@@ -11,6 +11,7 @@ from types import ModuleType
 
 from imascl_ray import __version__, commands
 from imascl_ray.errors import InputError
+from imascl_ray.logs import configure_logging
 
 
 def discover_commands() -> dict[str, ModuleType]:
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``imascl-ray`` and ``python -m imascl_ray``; returns the exit code."""
     found = discover_commands()
     args = build_parser(found).parse_args(argv)
+    configure_logging()
     try:
         return int(found[args.command].run(args) or 0)
     except InputError as error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from imascl_ray.config import from_dict
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.eval.tracking import log_metrics
+from imascl_ray.logs import configure_logging
 from imascl_ray.prepare import PreparedRun
 
 
@@ -36,7 +36,7 @@ class RayReporter:
 
 def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's ``train_loop_per_worker``; ``payload``: the config, the prepared run, the MLflow ids."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
     config = from_dict(payload["config"])
     prepared = PreparedRun(**payload["prepared"])
     context = ray.train.get_context()
