@@ -30,11 +30,15 @@ class ModelConfig:
     name: str = "offline:multilingual-e5-small"
     """Hub id, local folder, or ``offline:multilingual-e5-small`` (built from PyPI packages)."""
     pooling: Literal["mean", "cls"] = "mean"
+    """How token states become a sentence embedding (e5 and MPNet models use mean)."""
     normalize: bool = True
+    """L2-normalise the embeddings (the losses use cosines either way; exports keep it)."""
     prefix: str | None = None
     """Text put before every input (e5 models want ``query: ``); None: what the model folder records."""
     max_length: int = 128
+    """Longest input in tokens; batches are padded to their longest text, not to this."""
     trust_remote_code: bool = False
+    """Run a hub model's own Python code; off unless you trust the model's authors."""
     freeze_embeddings: bool = False
     """Freeze the word embeddings (most of a multilingual model's parameters; a big CPU speed-up)."""
     trim_vocabulary: bool = False
@@ -48,11 +52,15 @@ class TeacherConfig:
     name: str | None = None
     """None: the student's starting checkpoint (the paper's best setting: mE5 teaches mE5)."""
     pooling: Literal["mean", "cls"] = "mean"
+    """As ``model.pooling``, for the teacher."""
     prefix: str | None = None
+    """As ``model.prefix``; the authors gave their teacher ``query: `` and their student none."""
     max_length: int = 128
+    """Longest teacher input in tokens."""
     batch_size: int = 128
+    """Sentences per batch while the teacher embeds the corpus once into its cache."""
     cache_dir: str | None = None
-    """Where teacher embeddings are cached (None: ``<output_dir>/teacher-cache``)."""
+    """Where teacher embeddings are cached (None: ``<output_dir>/cache/teacher``), shared by runs."""
 
 
 @dataclass
@@ -62,11 +70,13 @@ class DataConfig:
     corpus: str = "gettext"
     """A corpus file (TSV/JSONL/Parquet), ``hub:<dataset id>``, or ``gettext`` (this machine's catalogues)."""
     languages: list[str] = field(default_factory=lambda: ["en", "fr", "ja", "ko", "ru"])
+    """ISO 639-1 codes the pair set is built from."""
     pair_set: str = "en-xx"
     """``en-xx``, ``all``, ``en-xx+fr-xx``, ``en-xx+ru-xx``, or a list such as ``en-fr,en-ja``."""
     priority: str = "auto"
     """Anchor-language order, e.g. ``en,ru,ja,fr,ko``; ``auto``: by corpus volume, as the paper."""
     max_pairs_per_language_pair: int = 25_000
+    """Training pairs kept per language pair, drawn at random (the paper: 25k, 20k of them for training)."""
     validation_pairs: int = 5_000
     """Held out per language pair for validation (the paper: 20k train / 5k validation)."""
     test_pairs: int = 0
@@ -76,6 +86,7 @@ class DataConfig:
     exclude: list[str] = field(default_factory=list)
     """Evaluation pair files whose sentences are removed from training (contamination filter)."""
     seed: int = 7_777_777
+    """Seed of sampling and splits (the authors' seed)."""
 
 
 @dataclass
@@ -83,12 +94,16 @@ class LossConfig:
     """Which loss, and its temperatures."""
 
     label: Literal["priority", "average", "hard", "mse", "hard_negatives"] = "priority"
+    """Soft labels (priority: Eq. 4, average: Eq. 5), InfoNCE (hard), embedding MSE, or mUSE-style
+    hard negatives."""
     tau: float = 0.1
+    """Student temperature: ``sim = cos / tau``."""
     teacher_tau: float | None = None
     """Temperature of the soft labels; None: ``tau``, as in the paper."""
     tms: bool = True
     """Add the monolingual term: ``L = lam * L_cross + L_mono`` (Eq. 8)."""
     lam: float = 0.1
+    """Weight of the cross-lingual term under TMS (the paper: 0.1; the authors' code: 1)."""
     margin: float = 0.0
     """Additive margin on each translation pair's cosine (LaBSE); 0 is the paper."""
     hard_negatives: int = 1
@@ -104,9 +119,13 @@ class OptimConfig:
     lr: float = 3e-5
     """The authors' code ran 3e-5 (the paper prints 5e-3)."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay (the authors: 0)."""
     warmup_ratio: float = 0.0
+    """Share of the steps over which the learning rate rises linearly from 0 (the authors: none)."""
     max_grad_norm: float = 1.0
+    """Gradient clipping by global norm."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's moment decay rates."""
 
 
 @dataclass
@@ -114,15 +133,21 @@ class ScheduleConfig:
     """How long to train, and how often to report, validate and checkpoint."""
 
     global_batch_size: int = 32
+    """Pairs per step over all workers (the paper: 32); each worker encodes an equal slice."""
     epochs: int = 1
+    """Passes over the training pairs (the paper: 30), unless ``max_steps`` is set."""
     max_steps: int | None = None
     """Train exactly this many steps (epochs follow one another as needed); None: ``epochs`` epochs."""
     log_every: int = 10
+    """Report training metrics every this many steps (each Ray report has a cost)."""
     eval_every: int = 100
+    """Validate and checkpoint every this many steps (and at the end)."""
     patience: int | None = None
     """Stop after this many validations without improvement (None: never)."""
     keep_checkpoints: int = 2
+    """Checkpoints kept by validation score (the latest is always kept too, for resuming)."""
     seed: int = 7_777_777
+    """Seed of batch order and dropout."""
 
 
 @dataclass
@@ -130,6 +155,7 @@ class EvalConfig:
     """Evaluation of the exported best model at the end of a run."""
 
     suite: Literal["local", "paper", "none"] = "local"
+    """``local``: bitext accuracy on held-out pair files; ``paper``: the MTEB suite; ``none``."""
     pairs: list[str] = field(default_factory=list)
     """Pair files for the ``local`` suite (empty: the run's held-out test pairs)."""
 
@@ -139,8 +165,11 @@ class ScalingConfig:
     """Ray Train workers."""
 
     num_workers: int = 2
+    """Ray Train workers (data-parallel ranks)."""
     use_gpu: bool = False
+    """One GPU per worker, NCCL between them (gloo on CPU)."""
     cpus_per_worker: float = 1.0
+    """CPUs Ray reserves per worker; also the worker's torch threads."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """auto: bf16 where the GPU supports it, fp16 with a grad scaler on older GPUs, fp32 on CPU."""
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
@@ -154,10 +183,13 @@ class TrackingConfig:
     """Where results go."""
 
     output_dir: str = "imascl-runs"
+    """Runs, caches, Ray results and the default MLflow store go here (shared storage on a cluster)."""
     run_name: str | None = None
+    """Name of the run (None: label, pair set and a timestamp)."""
     mlflow_uri: str | None = None
     """None: ``sqlite:///<absolute output_dir>/mlflow.db``; ``http://...`` for a tracking server."""
     experiment: str = "imascl-ray"
+    """MLflow experiment."""
 
 
 @dataclass
@@ -302,6 +334,30 @@ def field_docs() -> list[tuple[str, str, Any, str]]:
             default = getattr(section_type(), item.name)
             rows.append((f"{section.name}.{item.name}", _type_name(hint), default, docs.get(item.name, "")))
     return rows
+
+
+def reference_markdown() -> str:
+    """The configuration reference (a Markdown table per section) that the README embeds."""
+    lines: list[str] = []
+    section = None
+    for key, type_name, default, doc in field_docs():
+        name = key.split(".")[0]
+        if name != section:
+            section = name
+            section_doc = (typing.get_type_hints(Config)[name].__doc__ or "").strip()
+            lines += [
+                "",
+                f"**{name}**: {section_doc}",
+                "",
+                "| key | type | default | meaning |",
+                "|---|---|---|---|",
+            ]
+        shown = (
+            "null" if default is None else yaml.safe_dump(_plain(default), default_flow_style=True).strip()
+        )
+        shown = shown.removesuffix("...").strip()
+        lines.append(f"| `{key}` | {type_name.replace('|', '/')} | `{shown}` | {doc} |")
+    return "\n".join(lines).strip() + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -45,7 +45,13 @@ def head_processes(temp_dir: str, gcs_port: int) -> list[psutil.Process]:
 
 
 def stop_head(temp_dir: str, gcs_port: int) -> None:
+    """SIGTERM the head's processes and their children (Ray renames some, e.g. ``ray::DashboardAgent``, so
+    only their parents' command lines name the head), then SIGKILL whatever outlives 20 s."""
     processes = head_processes(temp_dir, gcs_port)
+    for process in list(processes):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            processes += process.children(recursive=True)
+    processes = list({process.pid: process for process in processes}.values())
     for process in processes:
         with_suppressed(process.send_signal, signal.SIGTERM)
     _, alive = psutil.wait_procs(processes, timeout=20)
@@ -156,3 +162,12 @@ def test_a_training_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
     assert (tmp_path / "out" / "runs" / "job-smoke" / "model" / "model.safetensors").is_file()
     assert time.monotonic() - started < 600
     assert head_processes(*head), "the head is still ours to stop"
+
+
+def test_stopping_the_head_leaves_no_process_behind(ray_head):
+    _, _, head = ray_head
+    parents = head_processes(*head)
+    family = {child.pid for parent in parents for child in parent.children(recursive=True)}
+    assert family, "the head has child processes (agents, workers) to stop"
+    stop_head(*head)
+    assert not [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
