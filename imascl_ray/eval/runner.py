@@ -36,8 +36,6 @@ def load_sentence_encoder(model: str, *, prefix: str | None = None) -> Any:
     """``SentenceEncoder.from_pretrained(model, prefix=prefix)``; ``prefix=None`` keeps the folder's own."""
     from imascl_ray.encoder import SentenceEncoder
 
-    if prefix is None:
-        return SentenceEncoder.from_pretrained(model)
     return SentenceEncoder.from_pretrained(model, prefix=prefix)
 
 
