@@ -157,6 +157,12 @@ def test_a_command_line_value_pins_a_searched_key(tmp_path):
     space = load_space(write(tmp_path, MINIMAL), ["loss.label=hard"])
     assert "loss.label" not in space.parameters and space.pinned == {"loss.label": "hard"}
     assert space.fixed.loss.label == "hard"
+    smoke = load_space(SPACES / "smoke.yaml", ["data.pair_set=en-ru"])
+    assert smoke.fixed.data.pair_set == "en-ru" and "data.pair_set" not in smoke.parameters
+    assert all("data.pair_set" not in point for point in smoke.points_to_evaluate)
+    assert len(smoke.data_variants()) == 1
+    with pytest.raises(InputError, match=r"command line \(data.pair_set=ko-xx\).*'ko' is not among"):
+        load_space(SPACES / "smoke.yaml", ["data.pair_set=ko-xx"])
 
 
 @pytest.mark.parametrize(

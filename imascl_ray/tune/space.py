@@ -203,7 +203,7 @@ class SearchSpace:
         is searched), labelled by where the values come from: the inputs of the shared teacher cache."""
         searched = [p for key, p in self.parameters.items() if key.startswith("data.")]
         if not searched:
-            return {f"{self.path}": self.fixed}
+            return {f"{self.path}: data.pair_set={self.fixed.data.pair_set}": self.fixed}
         variants = {}
         for combination in itertools.product(*(p.args for p in searched)):
             label = "; ".join(
@@ -321,6 +321,14 @@ def load_space(
     for parameter in parameters.values():
         _check_searchable(parameter, fixed)
         _check_values(parameter, fixed)
+    if "data.pair_set" not in parameters and "data.languages" not in parameters:
+        from imascl_ray.data import resolve_pair_set
+
+        try:
+            resolve_pair_set(fixed.data.pair_set, fixed.data.languages)
+        except InputError as error:
+            where = origins.get("data.pair_set", origins.get("data.languages", str(path)))
+            raise InputError(f"{where}: data.pair_set={fixed.data.pair_set}: {error}") from None
 
     def setting(name: str, default: Any) -> tuple[Any, str]:
         if name not in entries:
@@ -363,7 +371,7 @@ def load_space(
         num_samples=int(samples),
         seed=int(seed),
         max_concurrent_trials=concurrency,
-        points_to_evaluate=_parse_points(entries.get("points_to_evaluate"), path, parameters, fixed),
+        points_to_evaluate=_parse_points(entries.get("points_to_evaluate"), path, parameters, set(pinned)),
         scheduler=_parse_scheduler(entries.get("scheduler"), path, fixed, parameters),
         trial_cpus=_parse_resources(entries.get("resources"), path),
         pinned=pinned,
@@ -490,8 +498,9 @@ def _check_values(parameter: Parameter, fixed: Config) -> None:
 
 
 def _parse_points(
-    entry: tuple[yaml.Node, yaml.Node] | None, path: Path, parameters: dict[str, Parameter], fixed: Config
+    entry: tuple[yaml.Node, yaml.Node] | None, path: Path, parameters: dict[str, Parameter], pinned: set[str]
 ) -> list[dict[str, Any]]:
+    """The points to run first; a key the command line pinned is left out of them."""
     if entry is None:
         return []
     key_node, node = entry
@@ -503,6 +512,8 @@ def _parse_points(
         for key, (point_key_node, value_node) in _mapping_entries(item, path, "a point").items():
             where = _at(path, point_key_node)
             value = _value(value_node)
+            if key in pinned:
+                continue
             if key not in parameters:
                 raise InputError(
                     f"{where}: points_to_evaluate: {key!r} is not a searched key"
