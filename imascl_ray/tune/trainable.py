@@ -35,16 +35,30 @@ class ValidationReportCallback(TuneReportCallback):
 
     The loop reports training metrics every ``log_every`` steps and validation metrics with a
     checkpoint every ``eval_every`` steps. Tune insists that every result carries the searcher's and
-    scheduler's metric, and ASHA should compare trials on validations, so only those go through.
+    scheduler's metric, and ASHA should compare trials on validations, so only those go through. With
+    a ``sweep_dir``, each validation also goes to the sweep's ``events.jsonl`` (progress you can follow
+    while Tune's own files wait for their next sync).
     """
 
-    def __init__(self, metric: str = SCORE) -> None:
+    def __init__(
+        self, metric: str = SCORE, sweep_dir: str | None = None, trial_id: str | None = None
+    ) -> None:
         super().__init__()
-        self.metric = metric
+        self.metric, self.sweep_dir, self.trial_id = metric, sweep_dir, trial_id
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        if metrics and self.metric in metrics[0]:
-            super().after_report(run_context, metrics, checkpoint)
+        if not metrics or self.metric not in metrics[0]:
+            return
+        super().after_report(run_context, metrics, checkpoint)
+        if self.sweep_dir is not None and self.trial_id is not None:
+            values = metrics[0]
+            log_event(
+                self.sweep_dir,
+                self.trial_id,
+                "validation",
+                step=values.get("step"),
+                value=values[self.metric],
+            )
 
 
 @dataclass
@@ -136,7 +150,7 @@ def run_trial(params: dict[str, Any], spec: TrialSpec) -> None:
         run_name=run_name,
         parent_run_id=spec.parent_run_id,
         tags=spec.tags,
-        callbacks=[ValidationReportCallback(spec.space.metric)],
+        callbacks=[ValidationReportCallback(spec.space.metric, spec.sweep_dir, trial_id)],
         shared_teacher=spec.shared_teacher,
         mlflow_run_id=run_id,
     )
