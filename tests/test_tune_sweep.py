@@ -236,3 +236,37 @@ def test_a_smoke_sweep_stops_a_trailing_trial_starts_the_next_and_logs_over_http
             assert "model/model.safetensors" in {f["path"] for f in files["files"]}
     assert statuses[first.trial_id] == ("FINISHED", None)
     assert statuses[second.trial_id] == ("KILLED", "true")
+
+
+def test_a_sweep_whose_every_trial_fails_lists_the_errors_and_exits_1(ray_cluster, assets, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from imascl_ray import cli
+
+    # Each trial fails in its own preparation (too few pairs to mine that many hard negatives).
+    code = cli.main(
+        [
+            "tune",
+            "smoke",
+            f"model.name={assets['model']}",
+            f"data.corpus={assets['corpus']}",
+            f"tracking.output_dir={tmp_path}",
+            "loss.label=hard_negatives",
+            "loss.hard_negatives=5000",
+            "--num-samples",
+            "2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1 and "every trial failed" in out
+    assert out.count("too few for 5000 negatives") >= 2  # in the table and the list of failures
+    sweep = next((tmp_path / "sweeps").glob("smoke-*"))
+    assert not (sweep / "best-config.yaml").exists()
+    state = json.loads((sweep / "sweep.json").read_text())
+    client = MlflowClient(tracking_uri=state["mlflow_uri"])
+    assert client.get_run(state["parent_run_id"]).info.status == "FAILED"
+    children = client.search_runs(
+        [client.get_run(state["parent_run_id"]).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{state['parent_run_id']}'",
+    )
+    assert len(children) == 2 and {run.info.status for run in children} == {"FAILED"}
