@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,9 @@ class PreparedRun:
     teacher_cache: str
     priority: list[str]
     hard_negatives: str | None = None
+    teacher_rows: str | None = None
+    """``.npy``: per training sentence (``Corpus.sentences()`` order), its row in ``teacher_cache``.
+    None: the cache holds exactly the training sentences, row ``i`` for sentence ``i``."""
 
     def save(self) -> Path:
         path = Path(self.directory) / PREPARED_FILE
@@ -142,8 +146,107 @@ def mine_hard_negatives(
     return negatives
 
 
-def prepare_run(config: Config, directory: str | Path) -> PreparedRun:
-    """Do everything :mod:`imascl_ray.prepare` describes for ``config`` into ``directory``."""
+SHARED_SENTENCES_FILE = "teacher-sentences.json"
+
+
+@dataclass
+class SharedTeacherCache:
+    """A teacher cache over a superset of a run's training sentences, and the sentence of each row.
+
+    Built once by :func:`build_shared_teacher_cache` (a Tune sweep over several pair sets); every trial's
+    :func:`prepare_run` looks its own training sentences up in it.
+    """
+
+    cache: str
+    """The :class:`~imascl_ray.teacher.TeacherCache` folder."""
+    sentences: str
+    """A JSON list: the sentence of every cache row, in row order."""
+
+    def rows_for(self, sentences: list[str]) -> np.ndarray:
+        """The cache row of each of ``sentences``; an error names the first sentence it lacks."""
+        index = {sentence: row for row, sentence in enumerate(json.loads(Path(self.sentences).read_text()))}
+        rows = np.empty(len(sentences), dtype=np.int64)
+        for position, sentence in enumerate(sentences):
+            row = index.get(sentence)
+            if row is None:
+                raise InputError(
+                    f"{self.cache}: the shared teacher cache lacks the training sentence {sentence!r}; "
+                    "was the run's data section changed after the cache was built?"
+                )
+            rows[position] = row
+        return rows
+
+
+def _teacher_name(config: Config) -> str:
+    student = resolve_model(config.model.name)
+    return resolve_model(config.teacher.name) if config.teacher.name else student
+
+
+def build_shared_teacher_cache(variants: Mapping[str, Config], directory: str | Path) -> SharedTeacherCache:
+    """One teacher cache over the union of the training sentences of several configs.
+
+    ``variants`` maps a label (where the variant comes from, for error messages: e.g. a search-space
+    line and value) to a config; they must agree on the teacher (name and settings) and on the corpus
+    source, and may differ in their data section (pair set, caps, splits). Every variant's corpus is
+    split exactly as :func:`prepare_run` will split it, so a pair set the corpus lacks is reported here,
+    with its label, before any training starts. The sentence list goes to
+    ``directory/teacher-sentences.json``.
+    """
+    from imascl_ray.teacher import Teacher, TeacherCache
+
+    if not variants:
+        raise ValueError("build_shared_teacher_cache needs at least one config")
+    first = next(iter(variants.values()))
+    settings = {
+        label: (_teacher_name(c), c.teacher.pooling, c.teacher.prefix, c.teacher.max_length, c.data.corpus)
+        for label, c in variants.items()
+    }
+    if len(set(settings.values())) > 1:
+        raise InputError(
+            "the runs of one sweep share one teacher cache, so they must share the teacher and the corpus: "
+            + "; ".join(f"{label}: {value}" for label, value in settings.items())
+        )
+    shared = Path(first.tracking.output_dir).resolve() / "cache"
+    source = load_source_corpus(first, shared)
+    union: set[str] = set()
+    for label, config in variants.items():
+        try:
+            train, _, _, _ = split_corpus(config, source)
+        except InputError as error:
+            raise InputError(f"{label}: {error}") from None
+        union.update(train.sentences())
+        logger.info("[prepare] %s: %d training pairs", label, len(train))
+    sentences = sorted(union)
+    teacher_name = settings[next(iter(settings))][0]
+    logger.info(
+        "[prepare] teacher %s: one cache over %d sentences of %d variants",
+        teacher_name,
+        len(sentences),
+        len(variants),
+    )
+    teacher = Teacher.from_pretrained(
+        teacher_name,
+        pooling=first.teacher.pooling,
+        prefix=first.teacher.prefix,
+        max_length=first.teacher.max_length,
+    )
+    cache_dir = Path(first.teacher.cache_dir) if first.teacher.cache_dir else shared / "teacher"
+    cache = TeacherCache.build(teacher, sentences, cache_dir, batch_size=first.teacher.batch_size)
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    sentences_file = directory / SHARED_SENTENCES_FILE
+    sentences_file.write_text(json.dumps(sentences, ensure_ascii=False) + "\n", encoding="utf-8")
+    return SharedTeacherCache(cache=str(cache.directory), sentences=str(sentences_file))
+
+
+def prepare_run(
+    config: Config, directory: str | Path, *, shared_teacher: SharedTeacherCache | None = None
+) -> PreparedRun:
+    """Do everything :mod:`imascl_ray.prepare` describes for ``config`` into ``directory``.
+
+    With ``shared_teacher`` the teacher does not run: the training sentences are looked up in that
+    cache and their rows saved as ``data/teacher_rows.npy``.
+    """
     from imascl_ray.encoder import SentenceEncoder
     from imascl_ray.teacher import Teacher, TeacherCache
 
@@ -186,20 +289,32 @@ def prepare_run(config: Config, directory: str | Path) -> PreparedRun:
         student = str(result.encoder.save(directory / "student-init"))
         logger.info("[prepare] vocabulary trimmed: %s", result)
 
-    logger.info("[prepare] teacher %s: embedding the training sentences (cached)", teacher_name)
-    teacher = Teacher.from_pretrained(
-        teacher_name,
-        pooling=config.teacher.pooling,
-        prefix=config.teacher.prefix,
-        max_length=config.teacher.max_length,
-    )
-    cache_dir = Path(config.teacher.cache_dir) if config.teacher.cache_dir else shared / "teacher"
-    cache = TeacherCache.build(teacher, train.sentences(), cache_dir, batch_size=config.teacher.batch_size)
+    teacher_rows = None
+    if shared_teacher is not None:
+        logger.info("[prepare] teacher: the shared cache %s", shared_teacher.cache)
+        cache = TeacherCache.open(shared_teacher.cache, reused=True)
+        rows = shared_teacher.rows_for(train.sentences())
+        teacher_rows = str(data_dir / "teacher_rows.npy")
+        np.save(teacher_rows, rows)
+        embeddings = np.asarray(cache.embeddings[rows]) if config.loss.label == "hard_negatives" else None
+    else:
+        logger.info("[prepare] teacher %s: embedding the training sentences (cached)", teacher_name)
+        teacher = Teacher.from_pretrained(
+            teacher_name,
+            pooling=config.teacher.pooling,
+            prefix=config.teacher.prefix,
+            max_length=config.teacher.max_length,
+        )
+        cache_dir = Path(config.teacher.cache_dir) if config.teacher.cache_dir else shared / "teacher"
+        cache = TeacherCache.build(
+            teacher, train.sentences(), cache_dir, batch_size=config.teacher.batch_size
+        )
+        embeddings = cache.embeddings
 
     hard_negatives = None
     if config.loss.label == "hard_negatives":
         hard_negatives = str(data_dir / "hard_negatives.npy")
-        np.save(hard_negatives, mine_hard_negatives(train, cache.embeddings, config.loss.hard_negatives))
+        np.save(hard_negatives, mine_hard_negatives(train, embeddings, config.loss.hard_negatives))
 
     prepared = PreparedRun(
         directory=str(directory),
@@ -211,6 +326,7 @@ def prepare_run(config: Config, directory: str | Path) -> PreparedRun:
         teacher_cache=str(cache.directory),
         priority=list(priority),
         hard_negatives=hard_negatives,
+        teacher_rows=teacher_rows,
     )
     prepared.save()
     return prepared

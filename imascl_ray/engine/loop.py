@@ -118,10 +118,18 @@ class TrainingLoop:
         )
         self.src_ids, self.tgt_ids = self.train.sentence_ids()
         self.cache = TeacherCache.open(prepared.teacher_cache)
-        if len(self.cache) != len(self.train.sentences()):
+        n_sentences = len(self.train.sentences())
+        # Sentence id -> cache row: the identity for the run's own cache; a sweep's shared cache (over
+        # several pair sets' sentences) comes with the rows of this run's sentences.
+        if prepared.teacher_rows:
+            self.teacher_row = np.load(prepared.teacher_rows)
+        else:
+            self.teacher_row = np.arange(len(self.cache), dtype=np.int64)
+        out_of_range = n_sentences > 0 and self.teacher_row.max() >= len(self.cache)
+        if len(self.teacher_row) != n_sentences or out_of_range:
             raise ValueError(
-                f"{prepared.teacher_cache} holds {len(self.cache)} sentences; the training corpus "
-                f"has {len(self.train.sentences())}: prepare the run again"
+                f"{prepared.teacher_cache} ({len(self.cache)} sentences, {len(self.teacher_row)} mapped) "
+                f"does not match the training corpus ({n_sentences} sentences): prepare the run again"
             )
         self.hard_negatives = np.load(prepared.hard_negatives) if prepared.hard_negatives else None
 
@@ -179,7 +187,8 @@ class TrainingLoop:
         anchor_ids = np.where(anchor_is_src, self.src_ids[rows], self.tgt_ids[rows])
         other_ids = np.where(anchor_is_src, self.tgt_ids[rows], self.src_ids[rows])
         device = self.context.device
-        return self.cache.lookup(anchor_ids).to(device), self.cache.lookup(other_ids).to(device)
+        anchor, other = self.teacher_row[anchor_ids], self.teacher_row[other_ids]
+        return self.cache.lookup(anchor).to(device), self.cache.lookup(other).to(device)
 
     def _negative_texts(self, batch, local_rows: np.ndarray) -> list[str] | None:
         """Targets of each local pair's mined hard negatives, skipping pairs of this very batch."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from imascl_ray.config import Config, flatten, to_dict
 from imascl_ray.engine.loop import SCORE
-from imascl_ray.prepare import PreparedRun, prepare_run
+from imascl_ray.prepare import PreparedRun, SharedTeacherCache, prepare_run
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +139,21 @@ def run_training(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     callbacks: list[Any] | None = None,
+    shared_teacher: SharedTeacherCache | None = None,
+    mlflow_run_id: str | None = None,
 ) -> TrainingOutcome:
-    """Prepare, train on Ray (the caller has called ``ray.init``), export the best model, evaluate."""
+    """Prepare, train on Ray (the caller has called ``ray.init``), export the best model, evaluate.
+
+    A Tune trial passes the sweep's ``shared_teacher`` cache, and ``mlflow_run_id`` to log into the
+    child run it made (or, resumed, made before) instead of a new one (``tags`` and ``parent_run_id``
+    only apply to a run created here).
+    """
     run_name = run_name or config.tracking.run_name or default_run_name(config)
     output = Path(config.tracking.output_dir).resolve()
     run_dir = output / "runs" / run_name
-    prepared = prepare_run(config, run_dir)
+    prepared = prepare_run(config, run_dir, shared_teacher=shared_teacher)
     uri = mlflow_uri(config)
-    run_id = start_mlflow_run(config, run_name, tags=tags, parent_run_id=parent_run_id)
+    run_id = mlflow_run_id or start_mlflow_run(config, run_name, tags=tags, parent_run_id=parent_run_id)
     logger.info("[train] MLflow run %s in %s", run_id, uri)
     payload = {
         "config": to_dict(config),

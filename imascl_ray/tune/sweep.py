@@ -1,0 +1,431 @@
+"""The sweep's driver: one ``Tuner`` over a :class:`~imascl_ray.tune.space.SearchSpace`, and its ending.
+
+``run_sweep(space)`` (the caller has started or joined Ray):
+
+1. makes the sweep folder ``<tracking.output_dir>/sweeps/<name>-<time>/`` (a copy of the space file,
+   ``sweep.json`` with what a resume needs, ``events.jsonl``; Tune's own state under ``tune/``);
+2. builds one teacher cache over the union of the training sentences of every searched data variant
+   (pair sets), shared by all trials (:func:`imascl_ray.prepare.build_shared_teacher_cache`); a pair set
+   the corpus lacks fails here, before any trial;
+3. opens the MLflow parent run;
+4. runs the ``Tuner``: the function trainable :func:`imascl_ray.tune.trainable.run_trial` (one
+   ``TorchTrainer`` per trial), ``OptunaSearch`` with a seeded TPE sampler (or, when the space has a
+   ``grid``, Tune's grid search crossed with seeded random sampling), ``ASHAScheduler`` on the
+   validation metric, and ``max_concurrent_trials`` from the cluster's resources (a trial takes a CPU
+   of its own besides its workers');
+5. ranks the trials, prints and saves the table (``trials.txt``, ``trials.csv``), writes the best
+   trial's config as a recipe ``imascl-ray train`` accepts (``best-config.yaml``), copies its exported
+   model (``best-model/``), and closes the parent run with the summary.
+
+``resume_sweep(folder)`` continues a sweep whose driver died: Tune restores its trials and searcher,
+finished trials stay finished (and are not trained again), unfinished ones restart (their Ray Train
+run resumes from its last checkpoint: same run name, same storage), and the remaining samples run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from imascl_ray.config import dump_yaml
+from imascl_ray.errors import InputError
+from imascl_ray.prepare import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
+from imascl_ray.tune import results as tables
+from imascl_ray.tune import tracking
+from imascl_ray.tune.space import SearchSpace, load_space, max_concurrent_trials, space_to_dict
+from imascl_ray.tune.trainable import TrialSpec, run_trial, trial_run_dir, trial_run_name
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "sweep.json"
+SPACE_COPY = "space.yaml"
+TUNE_DIR = "tune"
+BEST_CONFIG = "best-config.yaml"
+BEST_MODEL = "best-model"
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished sweep leaves behind."""
+
+    directory: Path
+    records: list[tables.TrialRecord]
+    """Every trial, best first; failed ones last."""
+    table: str
+    best: tables.TrialRecord | None
+    best_config: Path | None
+    best_model: Path | None
+    parent_run_id: str
+    mlflow_uri: str
+
+    @property
+    def all_failed(self) -> bool:
+        return not any(record.status in (tables.FINISHED, tables.STOPPED) for record in self.records)
+
+
+def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
+    """Run the sweep ``space`` describes from the start; see the module docstring."""
+    from imascl_ray.train.trainer import mlflow_uri
+
+    output = Path(space.fixed.tracking.output_dir).resolve()
+    directory = _new_sweep_dir(output / "sweeps", name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.copyfile(space.path, directory / SPACE_COPY)
+    commit = tracking.git_commit()
+    tags = {
+        tracking.TAG_SPACE: str(space.path),
+        tracking.TAG_COMMIT: commit,
+        tracking.TAG_SWEEP: directory.name,
+    }
+    logger.info("[tune] sweep %s: %s", directory.name, json.dumps(space_to_dict(space)))
+    logger.info("[tune] resume it, if its driver dies, with: imascl-ray tune --resume %s", directory)
+
+    variants = space.data_variants()
+    logger.info("[tune] one teacher cache over %d data variant(s)", len(variants))
+    shared = build_shared_teacher_cache(variants, directory)
+
+    uri = mlflow_uri(space.fixed)
+    parent_run_id = tracking.start_parent_run(space.fixed, directory.name, space.describe(), tags)
+    logger.info("[tune] MLflow parent run %s in %s", parent_run_id, uri)
+    state = {
+        "name": directory.name,
+        "space": str(space.path.resolve()),
+        "base_dir": str(space.path.resolve().parent),
+        "cwd": os.getcwd(),
+        "overrides": list(space.overrides),
+        "num_samples": space.num_samples,
+        "git_commit": commit,
+        "tags": tags,
+        "mlflow_uri": uri,
+        "parent_run_id": parent_run_id,
+        "shared_teacher": dataclasses.asdict(shared),
+        "space_summary": space_to_dict(space),
+    }
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    spec = TrialSpec(space, directory.name, str(directory), parent_run_id, shared, tags)
+    return _fit_and_finish(spec, uri, restore=False)
+
+
+def read_state(directory: str | Path) -> dict[str, Any]:
+    """A sweep folder's ``sweep.json`` (what ``--resume`` needs); an error if it is not a sweep folder."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise InputError(
+            f"{directory}: not a sweep folder (no {STATE_FILE}); pass the folder a sweep printed"
+        )
+    return json.loads(path.read_text())
+
+
+def load_sweep_space(directory: str | Path) -> SearchSpace:
+    """The space of a sweep folder, from its saved copy and the original command line."""
+    state = read_state(directory)
+    return load_space(
+        Path(directory) / SPACE_COPY,
+        state["overrides"],
+        num_samples=state["num_samples"],
+        base_dir=state["base_dir"],
+        cwd=state["cwd"],
+    )
+
+
+def resume_sweep(directory: str | Path) -> SweepOutcome:
+    """Continue the sweep in ``directory`` (its driver died): see the module docstring."""
+    directory = Path(directory).resolve()
+    state = read_state(directory)
+    if not (directory / TUNE_DIR).is_dir():
+        raise InputError(f"{directory}: the sweep never started its trials (no {TUNE_DIR}/); start it again")
+    space = load_sweep_space(directory)
+    shared = SharedTeacherCache(**state["shared_teacher"])
+    tracking.reopen_run(state["mlflow_uri"], state["parent_run_id"])
+    logger.info("[tune] resuming sweep %s", directory.name)
+    spec = TrialSpec(space, state["name"], str(directory), state["parent_run_id"], shared, state["tags"])
+    return _fit_and_finish(spec, state["mlflow_uri"], restore=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def orphaned_placement_groups() -> list[Any]:
+    """Placement groups of this job that outlived the actor that made them.
+
+    When the scheduler stops a trial, Tune ends the trial's process; its Ray Train controller (an actor
+    the trial made) dies with it, but the placement group the controller reserved for the workers is
+    scoped to the job, so it stays: the next trial's workers then wait for CPUs that never free up
+    ("worker group startup timed out"). Ray Train's own cleaner only works where its state API is
+    reachable (a dashboard, one cluster per machine). This looks at the GCS placement-group table
+    instead: a group that is still reserved, not detached, made by an actor of this job that is dead,
+    serves nobody.
+    """
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup
+
+    live = {
+        gcs_pb2.PlacementGroupTableData.PENDING,
+        gcs_pb2.PlacementGroupTableData.PREPARED,
+        gcs_pb2.PlacementGroupTableData.CREATED,
+        gcs_pb2.PlacementGroupTableData.RESCHEDULING,
+    }
+    job = ray.get_runtime_context().get_job_id()
+    orphans = []
+    for blob in state._connect_and_get_accessor().get_placement_group_table():
+        data = gcs_pb2.PlacementGroupTableData.FromString(blob)
+        made_by_actor = bool(data.creator_actor_id) and not ray.ActorID(data.creator_actor_id).is_nil()
+        if (
+            data.state in live
+            and not data.is_detached
+            and made_by_actor
+            and data.creator_actor_dead
+            and data.creator_job_id.hex() == job
+        ):
+            orphans.append(PlacementGroup(ray.PlacementGroupID(data.placement_group_id)))
+    return orphans
+
+
+def remove_orphaned_placement_groups() -> int:
+    """Remove :func:`orphaned_placement_groups`; returns how many."""
+    from ray.util.placement_group import remove_placement_group
+
+    removed = 0
+    for group in orphaned_placement_groups():
+        try:
+            remove_placement_group(group)
+            removed += 1
+        except Exception as error:  # already gone
+            logger.debug("placement group %s: %s", group.id.hex(), error)
+    if removed:
+        logger.info("[tune] freed %d placement group(s) left by stopped trials", removed)
+    return removed
+
+
+class SweepCallback(tune.Callback):
+    """The driver's bookkeeping while trials run.
+
+    - Closes the MLflow child run of a trial that could not close it itself: stopped early by ASHA
+      (KILLED, tagged ``imascl.stopped_early``) or failed (FAILED).
+    - Every few seconds, frees the placement groups of stopped trials' Train runs
+      (:func:`orphaned_placement_groups`), so the next trial's workers can start.
+    """
+
+    def __init__(self, uri: str, parent_run_id: str, reap_every_s: float = 2.0) -> None:
+        self.uri, self.parent_run_id = uri, parent_run_id
+        self.reap_every_s = reap_every_s
+        self._last_reap = 0.0
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        now = time.monotonic()
+        if now - self._last_reap >= self.reap_every_s:
+            self._last_reap = now
+            try:
+                remove_orphaned_placement_groups()
+            except Exception as error:
+                logger.warning("[tune] could not check for orphaned placement groups: %s", error)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._close(trial.trial_id, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._close(trial.trial_id, failed=True)
+
+    def _close(self, trial_id: str, *, failed: bool) -> None:
+        try:
+            tracking.close_unfinished_child(self.uri, self.parent_run_id, trial_id, failed=failed)
+        except Exception as error:  # MLflow down must not end the sweep
+            logger.warning("[tune] could not close the MLflow run of trial %s: %s", trial_id, error)
+
+
+def trial_dirname(trial) -> str:
+    """Tune's folder of a trial: its id (stable across a resume; the table names trials by it)."""
+    return trial.trial_id
+
+
+def _searcher_and_space(space: SearchSpace):
+    """``(search algorithm, param_space)``: Optuna TPE (seeded) or, with a grid, Tune's variant generator."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    points = [dict(point) for point in space.points_to_evaluate] or None
+    if space.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(
+            space={key: parameter.to_optuna() for key, parameter in space.parameters.items()},
+            metric=space.metric,
+            mode=space.mode,
+            points_to_evaluate=points,
+            sampler=optuna.samplers.TPESampler(seed=space.seed),
+        )
+        return searcher, {}
+    searcher = BasicVariantGenerator(points_to_evaluate=points, random_state=space.seed)
+    return searcher, {key: parameter.to_tune() for key, parameter in space.parameters.items()}
+
+
+def _scheduler(space: SearchSpace):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    settings = space.scheduler
+    if settings.name == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        metric=space.metric,
+        mode=space.mode,
+        time_attr=settings.time_attr,
+        grace_period=settings.grace_period,
+        max_t=settings.max_t,
+        reduction_factor=settings.reduction_factor,
+        # A trial ends itself at its last step (it still has to export and evaluate its best model):
+        # stopping it there, as ASHA does by default at max_t, would cut that off.
+        stop_last_trials=False,
+    )
+
+
+def _fit_and_finish(spec: TrialSpec, uri: str, *, restore: bool) -> SweepOutcome:
+    space, directory = spec.space, Path(spec.sweep_dir)
+    if space.max_concurrent_trials is not None:
+        concurrency = space.max_concurrent_trials
+    else:
+        concurrency = max_concurrent_trials(ray.cluster_resources(), space.trial_resources())
+    logger.info(
+        "[tune] %d trial(s), %d at a time (each: %s)",
+        space.trial_count(),
+        concurrency,
+        ", ".join(f"{amount:g} {name}" for name, amount in space.trial_resources().items()),
+    )
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec), {"CPU": space.trial_cpus})
+    if restore:
+        tuner = tune.Tuner.restore(
+            str(directory / TUNE_DIR), trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+    else:
+        searcher, param_space = _searcher_and_space(space)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=_scheduler(space),
+                num_samples=space.num_samples,
+                max_concurrent_trials=concurrency,
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(directory),
+                callbacks=[SweepCallback(uri, spec.parent_run_id)],
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()  # does not raise when trials fail: their errors are in the results
+    records = tables.rank(_records(grid, spec), space.mode)
+    return _finish(spec, uri, records)
+
+
+def _records(grid, spec: TrialSpec) -> list[tables.TrialRecord]:
+    """Tune's results as table records (status, searched values, best value and checkpoint, evaluation)."""
+    records = []
+    for result in grid:
+        trial_id = Path(result.path).name
+        frame = result.metrics_dataframe
+        rows = frame.to_dict("records") if frame is not None else []
+        last = dict(result.metrics or {})
+        if rows and not last:
+            last = rows[-1]
+        best, best_step, checkpoint = tables.best_of(rows, spec.space.metric, spec.space.mode)
+        if result.error is not None:
+            status = tables.FAILED
+        elif tables.is_closing(last):
+            status = tables.FINISHED
+        elif rows:
+            status = tables.STOPPED
+        else:
+            status = tables.NOT_RUN
+        steps = [row.get("step") for row in rows if isinstance(row.get("step"), (int, float))]
+        evaluation = {
+            key.removeprefix("eval/"): float(value)
+            for key, value in last.items()
+            if key.startswith("eval/") and isinstance(value, (int, float)) and math.isfinite(value)
+        }
+        records.append(
+            tables.TrialRecord(
+                trial_id=trial_id,
+                run_name=trial_run_name(spec.sweep_name, trial_id),
+                status=status,
+                params={key: result.config.get(key) for key in spec.space.parameters},
+                best=best,
+                best_step=best_step,
+                last_step=int(max(steps)) if steps else None,
+                checkpoint=checkpoint,
+                evaluation=evaluation,
+                error=str(result.error) if result.error is not None else None,
+            )
+        )
+    return records
+
+
+def _finish(spec: TrialSpec, uri: str, records: list[tables.TrialRecord]) -> SweepOutcome:
+    space, directory = spec.space, Path(spec.sweep_dir)
+    keys = list(space.parameters)
+    table = tables.format_table(records, keys, space.metric)
+    (directory / "trials.txt").write_text(table + "\n", encoding="utf-8")
+    csv_path = tables.write_csv(records, keys, space.metric, directory / "trials.csv")
+    best = records[0] if records and records[0].best is not None else None
+    best_config = best_model = None
+    if best is not None:
+        config = space.trial_config(best.params)
+        config = dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, run_name=None))
+        best_config = directory / BEST_CONFIG
+        dump_yaml(config, best_config)
+        best_model = _export_best_model(spec, best, directory / BEST_MODEL)
+    counts = {
+        status: sum(r.status == status for r in records)
+        for status in (tables.FINISHED, tables.STOPPED, tables.FAILED)
+    }
+    metrics = {f"trials/{status.replace(' ', '_')}": float(count) for status, count in counts.items()}
+    if best is not None and best.best is not None:
+        metrics[f"best/{space.metric}"] = best.best
+    outcome = SweepOutcome(directory, records, table, best, best_config, best_model, spec.parent_run_id, uri)
+    artifacts = [directory / "trials.txt", csv_path] + ([best_config] if best_config else [])
+    tracking.finish_parent_run(
+        uri, spec.parent_run_id, metrics=metrics, artifacts=artifacts, failed=outcome.all_failed
+    )
+    return outcome
+
+
+def _export_best_model(spec: TrialSpec, best: tables.TrialRecord, out: Path) -> Path | None:
+    """The best trial's exported model, copied; or, if the scheduler stopped it before it exported one,
+    exported now from its best checkpoint."""
+    run_dir = trial_run_dir(spec, best.trial_id)
+    if out.exists():
+        shutil.rmtree(out)
+    if (run_dir / "model").is_dir():
+        shutil.copytree(run_dir / "model", out)
+        return out
+    if best.checkpoint and Path(best.checkpoint).is_dir():
+        from imascl_ray.train.trainer import export_best_model
+
+        config = spec.space.trial_config(best.params)
+        return export_best_model(PreparedRun.load(run_dir), config, Path(best.checkpoint), out)
+    logger.warning("[tune] the best trial %s left no model or checkpoint to export", best.trial_id)
+    return None
+
+
+def _new_sweep_dir(parent: Path, name: str) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(100):
+        candidate = parent / (name if attempt == 0 else f"{name}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate.resolve()
+    raise RuntimeError(f"could not make a fresh sweep folder under {parent}")

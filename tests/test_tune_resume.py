@@ -1,0 +1,143 @@
+"""Resume: a sweep whose driver is killed mid-sweep continues with ``imascl-ray tune --resume PATH``.
+
+The driver runs as a subprocess (``python -m imascl_ray tune smoke ...``) with a local Ray cluster of its
+own; the test kills it (SIGKILL, by its process id) once the first trial is finished in Tune's saved
+state and the second has validated at least once, then resumes. The finished trial is not trained
+again, the interrupted one continues from its last checkpoint, the third one runs, and the MLflow
+record has one parent and one child run per trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from imascl_ray.data import Corpus, write_corpus
+from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+from imascl_ray.tune import results
+from imascl_ray.tune.trainable import read_events
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("assets")
+    fr = synthetic_parallel_corpus(600, seed=0).groups()["en-fr"]
+    ru = synthetic_parallel_corpus(600, seed=1).groups()["en-fr"]
+    return {
+        "model": build_tiny_model(folder / "tiny", dropout=0.1),
+        "corpus": write_corpus(Corpus.from_groups({"en-fr": fr, "en-ru": ru}), folder / "corpus.parquet"),
+    }
+
+
+def tune_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "imascl_ray", "tune", *args]
+
+
+def saved_statuses(sweep: Path) -> dict[str, str]:
+    """Trial id -> status in Tune's latest saved experiment state (what a resume starts from)."""
+    states = sorted((sweep / "tune").glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+    except (OSError, json.JSONDecodeError):  # being rewritten
+        return {}
+    trials = (json.loads(entry[0]) for entry in data["trial_data"])
+    return {trial["trial_id"]: trial["status"] for trial in trials}
+
+
+def validations(sweep: Path, trial_id: str) -> int:
+    """How many times the trial validated (and checkpointed), from the sweep's events."""
+    return sum(e["trial_id"] == trial_id and e["event"] == "validation" for e in read_events(sweep))
+
+
+def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_trials(assets, tmp_path):
+    output = tmp_path / "out"
+    overrides = [
+        f"model.name={assets['model']}",
+        f"data.corpus={assets['corpus']}",
+        f"tracking.output_dir={output}",
+        "tracking.experiment=tune-resume",
+    ]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen(
+            tune_command("smoke", *overrides), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            # Kill when a trial is finished in Tune's saved state and a later one is running and has
+            # validated (so its Train run has a checkpoint to resume from).
+            sweep, deadline = None, time.monotonic() + 300
+            while time.monotonic() < deadline and driver.poll() is None:
+                time.sleep(0.5)
+                sweeps = list((output / "sweeps").glob("smoke-*"))
+                if not sweeps:
+                    continue
+                sweep = sweeps[0]
+                started = [e["trial_id"] for e in read_events(sweep) if e["event"] == "start"]
+                saved = saved_statuses(sweep)
+                running = started[-1] if started else None
+                if (
+                    len(started) >= 2
+                    and saved.get(started[0]) == "TERMINATED"
+                    and saved.get(running) != "TERMINATED"
+                    and validations(sweep, running) >= 1
+                ):
+                    break
+            else:
+                pytest.fail(f"the sweep never got that far: {log_path.read_text()[-3000:]}")
+        finally:
+            driver.send_signal(signal.SIGKILL)  # the driver dies mid-trial; its local cluster goes with it
+            driver.wait(timeout=60)
+    finished = [trial for trial in started if saved.get(trial) == "TERMINATED"]
+    model_files = {
+        trial: output / "runs" / f"{sweep.name}-{trial}" / "model" / "model.safetensors" for trial in finished
+    }
+    model_times = {trial: path.stat().st_mtime_ns for trial, path in model_files.items() if path.is_file()}
+    assert started[0] in model_times  # the first trial finished and exported its model
+
+    resumed = subprocess.run(
+        tune_command("--resume", str(sweep)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=420
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    starts = [e["trial_id"] for e in read_events(sweep) if e["event"] == "start"]
+    for trial in finished:
+        assert starts.count(trial) == 1, trial  # never trained again
+    for trial, mtime in model_times.items():
+        assert model_files[trial].stat().st_mtime_ns == mtime
+    assert starts.count(running) == 2  # restarted once, from its Train run's last checkpoint
+    assert "resuming at epoch" in resumed.stdout + resumed.stderr
+    assert len(set(starts)) == 3  # and the remaining trials ran
+
+    with open(sweep / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    assert {row["status"] for row in rows} <= {results.FINISHED, results.STOPPED}
+    assert next(row for row in rows if row["trial"] == started[0])["status"] == results.FINISHED
+    assert (sweep / "best-config.yaml").is_file() and (sweep / "best-model" / "model.safetensors").is_file()
+
+    # MLflow: the parent is finished; one child per trial (the interrupted trial kept its run).
+    state = json.loads((sweep / "sweep.json").read_text())
+    client = MlflowClient(tracking_uri=state["mlflow_uri"])
+    parent = client.get_run(state["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{state['parent_run_id']}'"
+    )
+    assert sorted(run.data.tags["imascl.trial_id"] for run in children) == sorted(set(starts))
+    assert {run.info.status for run in children} <= {"FINISHED", "KILLED"}

@@ -1,0 +1,122 @@
+"""One teacher cache per sweep: built over the union of every pair set's training sentences, and each
+trial's training loop reads exactly the teacher vectors its own sentences have (no Ray here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imascl_ray.config import load_config
+from imascl_ray.data import Corpus, read_corpus, write_corpus
+from imascl_ray.engine.loop import RankContext, TrainingLoop
+from imascl_ray.errors import InputError
+from imascl_ray.prepare import build_shared_teacher_cache, prepare_run
+from imascl_ray.teacher import Teacher, TeacherCache
+from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+
+
+def two_pair_corpus(pairs: int) -> Corpus:
+    """en-fr and en-ru groups with different sentences (two seeds of the synthetic corpus)."""
+    fr = synthetic_parallel_corpus(pairs, seed=0).groups()["en-fr"]
+    ru = synthetic_parallel_corpus(pairs, seed=1).groups()["en-fr"]
+    return Corpus.from_groups({"en-fr": fr, "en-ru": ru})
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("assets")
+    return {
+        "model": build_tiny_model(folder / "tiny", dropout=0.0),
+        "corpus": write_corpus(two_pair_corpus(150), folder / "corpus.parquet"),
+    }
+
+
+def config_for(assets, output: Path, pair_set: str, *extra: str):
+    return load_config(
+        None,
+        [
+            f"model.name={assets['model']}",
+            f"data.corpus={assets['corpus']}",
+            "data.languages=[en,fr,ru]",
+            f"data.pair_set={pair_set}",
+            "data.validation_pairs=30",
+            "model.max_length=32",
+            "teacher.max_length=32",
+            "schedule.global_batch_size=8",
+            "scaling.num_workers=1",
+            f"tracking.output_dir={output}",
+            *extra,
+        ],
+    )
+
+
+def test_the_shared_cache_holds_the_union_and_trials_map_their_sentences_to_it(assets, tmp_path):
+    variants = {
+        "en-fr": config_for(assets, tmp_path, "en-fr"),
+        "en-fr+en-ru": config_for(assets, tmp_path, "en-fr+en-ru"),
+    }
+    shared = build_shared_teacher_cache(variants, tmp_path / "sweep")
+    cache = TeacherCache.open(shared.cache)
+    teacher = Teacher.from_pretrained(assets["model"], max_length=32)
+
+    train_sets = {}
+    for label, config in variants.items():
+        prepared = prepare_run(config, tmp_path / label, shared_teacher=shared)
+        train = read_corpus(prepared.train)
+        train_sets[label] = set(train.sentences())
+        assert prepared.teacher_cache == str(cache.directory)  # no cache of its own
+        rows = np.load(prepared.teacher_rows)
+        # Row r of the shared cache is the teacher's own embedding of the trial's sentence.
+        expected = teacher.encode(train.sentences()).numpy()
+        np.testing.assert_allclose(cache.embeddings[rows], expected, atol=1e-5)
+    # The cache is exactly the union; the larger pair set is a strict superset of the smaller.
+    assert len(cache) == len(train_sets["en-fr"] | train_sets["en-fr+en-ru"])
+    assert train_sets["en-fr"] < train_sets["en-fr+en-ru"]
+    assert len(list(Path(shared.cache).parent.glob("teacher-*"))) == 1
+
+
+def test_the_loop_reads_the_same_teacher_vectors_from_the_shared_cache_as_from_its_own(assets, tmp_path):
+    own_config = config_for(assets, tmp_path / "own", "en-fr")
+    own = prepare_run(own_config, tmp_path / "own" / "run")
+    shared = build_shared_teacher_cache(
+        {
+            "a": config_for(assets, tmp_path / "shared", "en-fr"),
+            "b": config_for(assets, tmp_path / "shared", "en-fr+en-ru"),
+        },
+        tmp_path / "sweep",
+    )
+    via_shared = prepare_run(
+        config_for(assets, tmp_path / "shared", "en-fr"), tmp_path / "run", shared_teacher=shared
+    )
+    assert own.teacher_rows is None and via_shared.teacher_rows is not None
+    assert len(TeacherCache.open(via_shared.teacher_cache)) > len(TeacherCache.open(own.teacher_cache))
+
+    def reporter(metrics, checkpoint):
+        pass
+
+    loops = [TrainingLoop(own_config, prepared, RankContext(), reporter) for prepared in (own, via_shared)]
+    batch = next(iter(loops[0].plan.batches(0)))
+    for mine, theirs in zip(loops[0]._teacher_rows(batch), loops[1]._teacher_rows(batch), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_a_pair_set_the_corpus_lacks_names_its_variant(assets, tmp_path):
+    variants = {
+        "space.yaml, line 9: data.pair_set=en-fr+en-ja": config_for(
+            assets, tmp_path, "en-fr+en-ja", "data.languages=[en,fr,ru,ja]"
+        )
+    }
+    with pytest.raises(InputError, match=r"line 9: data.pair_set=en-fr\+en-ja: .*no en-ja pairs"):
+        build_shared_teacher_cache(variants, tmp_path / "sweep")
+
+
+def test_variants_with_different_teachers_cannot_share_a_cache(assets, tmp_path):
+    variants = {
+        "a": config_for(assets, tmp_path, "en-fr"),
+        "b": config_for(assets, tmp_path, "en-fr", "teacher.max_length=16"),
+    }
+    with pytest.raises(InputError, match="share the teacher"):
+        build_shared_teacher_cache(variants, tmp_path / "sweep")
