@@ -139,6 +139,8 @@ def test_a_training_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
                 address,
                 "--working-dir",
                 str(job_dir),
+                "--runtime-env-json",  # as the README shows; the driver must not pass these again
+                '{"env_vars": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}}',
                 "--",
                 "imascl-ray",
                 "train",

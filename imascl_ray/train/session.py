@@ -25,7 +25,8 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
 
     ``address=None`` starts a local cluster of this process's own (``address="local"``: a bare
     ``ray.init()`` would join any cluster already running on the machine); inside ``ray job submit``
-    pass ``"auto"`` to join the job's cluster. Without a GPU the local cluster advertises at least one
+    pass ``"auto"`` to join the job's cluster, whose environment comes from the job's runtime env
+    (``--runtime-env-json``). Without a GPU the local cluster advertises at least one
     CPU per worker plus one for the driver's controller, so a 2-core machine can still run 2 workers.
     """
     import ray
@@ -34,9 +35,12 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
         yield
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    env = {key: os.environ[key] for key in WORKER_ENVIRONMENT if key in os.environ}
-    kwargs = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING, **init_kwargs}
+    kwargs = {"logging_level": logging.WARNING, **init_kwargs}
     if address is None:
+        # Our own cluster: hand the workers the driver's settings. A joined cluster (a `ray job submit`
+        # job) has its runtime env already, and Ray refuses to merge one that sets the same variables.
+        env = {key: os.environ[key] for key in WORKER_ENVIRONMENT if key in os.environ}
+        kwargs.setdefault("runtime_env", {"env_vars": env})
         kwargs["address"] = "local"
         if config is not None and "num_cpus" not in kwargs:
             needed = int(config.scaling.num_workers * config.scaling.cpus_per_worker) + 1
