@@ -186,6 +186,9 @@ class TrackingConfig:
     """Runs, caches, Ray results and the default MLflow store go here (shared storage on a cluster)."""
     run_name: str | None = None
     """Name of the run (None: label, pair set and a timestamp)."""
+    storage_path: str | None = None
+    """Where Ray keeps checkpoints and results: a shared folder or ``s3://bucket/prefix`` on a cluster
+    (None: ``<output_dir>/ray``)."""
     mlflow_uri: str | None = None
     """None: ``sqlite:///<absolute output_dir>/mlflow.db``; ``http://...`` for a tracking server."""
     experiment: str = "imascl-ray"

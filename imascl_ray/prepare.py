@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imascl_ray.config import Config
+from imascl_ray.config import Config, ModelConfig
 from imascl_ray.data import (
     Corpus,
     cap_per_pair,
@@ -79,6 +79,21 @@ def resolve_model(name: str) -> str:
             f"model.name: unknown offline model {name!r}; the offline model is {OFFLINE_MODEL!r}"
         )
     return name
+
+
+def load_student(model: ModelConfig, path: str):
+    """The student encoder at ``path`` (its starting checkpoint, or a trimmed copy) with the config's
+    pooling, normalisation, prefix and length: how the driver, the workers and the export all load it."""
+    from imascl_ray.encoder import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained(
+        path,
+        pooling=model.pooling,
+        normalize=model.normalize,
+        prefix=model.prefix,
+        max_length=model.max_length,
+        trust_remote_code=model.trust_remote_code,
+    )
 
 
 def load_source_corpus(config: Config, cache_dir: Path) -> Corpus:
@@ -247,7 +262,6 @@ def prepare_run(
     With ``shared_teacher`` the teacher does not run: the training sentences are looked up in that
     cache and their rows saved as ``data/teacher_rows.npy``.
     """
-    from imascl_ray.encoder import SentenceEncoder
     from imascl_ray.teacher import Teacher, TeacherCache
 
     directory = Path(directory).resolve()
@@ -278,12 +292,7 @@ def prepare_run(
     if config.model.trim_vocabulary:
         from imascl_ray.vocab import trim_vocabulary
 
-        encoder = SentenceEncoder.from_pretrained(
-            student,
-            prefix=config.model.prefix,
-            max_length=config.model.max_length,
-            trust_remote_code=config.model.trust_remote_code,
-        )
+        encoder = load_student(config.model, student)
         texts = [*train.sentences(), *validation.sentences(), *(test.sentences() if test is not None else [])]
         result = trim_vocabulary(encoder, texts)
         student = str(result.encoder.save(directory / "student-init"))

@@ -33,7 +33,7 @@ from imascl_ray.engine.checkpoint import load_checkpoint, save_checkpoint
 from imascl_ray.engine.guards import NonFiniteLossError, check_finite
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
 from imascl_ray.engine.precision import autocast, grad_scaler, resolve_precision
-from imascl_ray.prepare import PreparedRun
+from imascl_ray.prepare import PreparedRun, load_student
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ class TrainingLoop:
         self, config: Config, prepared: PreparedRun, context: RankContext, reporter: Reporter
     ) -> None:
         from imascl_ray.data import BatchPlan, read_corpus
-        from imascl_ray.encoder import SentenceEncoder
         from imascl_ray.teacher import TeacherCache
 
         self.config, self.prepared, self.context, self.report = config, prepared, context, reporter
@@ -134,14 +133,7 @@ class TrainingLoop:
         self.hard_negatives = np.load(prepared.hard_negatives) if prepared.hard_negatives else None
 
         model = config.model
-        self.student = SentenceEncoder.from_pretrained(
-            prepared.student,
-            pooling=model.pooling,
-            normalize=model.normalize,
-            prefix=model.prefix,
-            max_length=model.max_length,
-            trust_remote_code=model.trust_remote_code,
-        )
+        self.student = load_student(model, prepared.student)
         if model.freeze_embeddings:
             self.student.freeze_word_embeddings()
         self.student.to(context.device).train()

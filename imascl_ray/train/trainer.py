@@ -19,7 +19,7 @@ from typing import Any
 
 from imascl_ray.config import Config, flatten, to_dict
 from imascl_ray.engine.loop import SCORE
-from imascl_ray.prepare import PreparedRun, SharedTeacherCache, prepare_run
+from imascl_ray.prepare import PreparedRun, SharedTeacherCache, load_student, prepare_run
 
 logger = logging.getLogger(__name__)
 
@@ -77,28 +77,21 @@ def start_mlflow_run(
     return run.info.run_id
 
 
-def export_best_model(prepared: PreparedRun, config: Config, checkpoint_dir: Path, out: Path) -> Path:
-    """Load a checkpoint's weights into the student and save it as a sentence-transformers folder."""
+def export_best_model(prepared: PreparedRun, config: Config, checkpoint, out: Path) -> Path:
+    """Load a Ray checkpoint's weights (local or remote storage) into the student; save it as a
+    sentence-transformers folder."""
     from safetensors.torch import load_model
 
-    from imascl_ray.encoder import SentenceEncoder
     from imascl_ray.engine.checkpoint import MODEL_FILE
 
-    model = config.model
-    student = SentenceEncoder.from_pretrained(
-        prepared.student,
-        pooling=model.pooling,
-        normalize=model.normalize,
-        prefix=model.prefix,
-        max_length=model.max_length,
-        trust_remote_code=model.trust_remote_code,
-    )
-    load_model(student, str(checkpoint_dir / MODEL_FILE))
+    student = load_student(config.model, prepared.student)
+    with checkpoint.as_directory() as folder:
+        load_model(student, str(Path(folder) / MODEL_FILE))
     return student.save(out)
 
 
 def build_trainer(
-    config: Config, payload: dict[str, Any], run_name: str, storage: Path, callbacks: list[Any] | None = None
+    config: Config, payload: dict[str, Any], run_name: str, storage: str, callbacks: list[Any] | None = None
 ):
     """The ``TorchTrainer`` for ``config``: workers, resources, checkpoint policy and failure policy."""
     import ray.train
@@ -161,7 +154,8 @@ def run_training(
         "mlflow_uri": uri,
         "mlflow_run_id": run_id,
     }
-    trainer = build_trainer(config, payload, run_name, output / "ray", callbacks)
+    storage = config.tracking.storage_path or str(output / "ray")
+    trainer = build_trainer(config, payload, run_name, storage, callbacks)
     result = trainer.fit()
     if result.error:
         _finish_mlflow(uri, run_id, "FAILED")
@@ -178,7 +172,7 @@ def run_training(
     return outcome
 
 
-def _best_checkpoint(result) -> tuple[Path, float]:
+def _best_checkpoint(result) -> tuple[Any, float]:
     """The reported checkpoint with the highest validation score (Ray keeps it among ``num_to_keep``)."""
     scored = [
         (checkpoint, metrics.get(SCORE, float("-inf"))) for checkpoint, metrics in result.best_checkpoints
@@ -186,7 +180,7 @@ def _best_checkpoint(result) -> tuple[Path, float]:
     if not scored:
         raise RuntimeError("the run reported no checkpoint; was schedule.eval_every larger than the run?")
     checkpoint, score = max(scored, key=lambda item: item[1])
-    return Path(checkpoint.path), float(score)
+    return checkpoint, float(score)
 
 
 def evaluate_exported(

@@ -410,11 +410,13 @@ def _export_best_model(spec: TrialSpec, best: tables.TrialRecord, out: Path) -> 
     if (run_dir / "model").is_dir():
         shutil.copytree(run_dir / "model", out)
         return out
-    if best.checkpoint and Path(best.checkpoint).is_dir():
+    if best.checkpoint:
+        from ray.train import Checkpoint
+
         from imascl_ray.train.trainer import export_best_model
 
         config = spec.space.trial_config(best.params)
-        return export_best_model(PreparedRun.load(run_dir), config, Path(best.checkpoint), out)
+        return export_best_model(PreparedRun.load(run_dir), config, Checkpoint(best.checkpoint), out)
     logger.warning("[tune] the best trial %s left no model or checkpoint to export", best.trial_id)
     return None
 
