@@ -270,7 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         defaults = {"global_batch": 8, "authors_batch": 4, "rounds": 2, "authors_every": 1}
     elif args.quick:
-        defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 12, "authors_every": 3, "budget_s": 140.0}
+        defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 12, "authors_every": 3, "budget_s": 140}
     else:
         defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 30, "authors_every": 3}
     for key, value in defaults.items():
