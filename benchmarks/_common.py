@@ -89,14 +89,16 @@ def interleaved(
                 fn(i)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(rounds):
+        ran = []
         for name, fn in variants.items():
             if r % repeats.get(name, 1) != 0:
                 continue
             t0 = time.perf_counter()
             fn(warmup + r)
             times[name].append(time.perf_counter() - t0)
+            ran.append(name)
         if log:
-            log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items() if v))
+            log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in ran))
         if budget_s is not None and time.perf_counter() - started > budget_s:
             break
     return times
