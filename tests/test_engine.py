@@ -40,6 +40,24 @@ def test_frozen_parameters_stay_out_of_the_optimizer():
     assert sum(len(group["params"]) for group in optimizer.param_groups) == 2
 
 
+def test_the_fused_optimizer_takes_the_same_steps_as_plain_adamw():
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    model.load_state_dict(reference.state_dict())
+    optimizer = build_optimizer(model.parameters(), lr=1e-2, weight_decay=0.01)
+    assert optimizer.defaults["fused"]  # the fast kernel on CPU
+    plain = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.01, fused=False, foreach=False)
+    inputs = torch.randn(16, 5)
+    for _ in range(5):
+        for net, opt in ((model, optimizer), (reference, plain)):
+            opt.zero_grad()
+            net(inputs).pow(2).mean().backward()
+            opt.step()
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 def test_precision_choices_on_cpu():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu).dtype is None

@@ -1,0 +1,124 @@
+"""Helpers shared by the benchmarks: interleaved timing, medians, the machine's description, the JSON line.
+
+Speed on a shared machine is noisy, so every benchmark measures its variants *interleaved* after a
+warm-up (``a, b, c, a, b, c, ...``) and reports medians: whatever else runs on the machine slows every
+variant alike, and the ratios between them stay fair within one run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # ``python benchmarks/x.py`` from the repo root imports the project
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def set_test_environment() -> None:
+    """The settings of ``.ci/env.sh`` (offline hub, quiet and fast Ray), unless already set."""
+    defaults = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def machine() -> dict[str, Any]:
+    """Where and when the figures were taken: date, CPU count, memory, load, library versions."""
+    import torch
+
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        info["memory_gib"] = round(pages / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def interleaved(
+    variants: Mapping[str, Callable[[int], Any]],
+    *,
+    warmup: int,
+    rounds: int,
+    repeats: Mapping[str, int] | None = None,
+    budget_s: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+    """Time each variant's call ``fn(i)`` (``i`` the round) interleaved; returns seconds per variant.
+
+    ``warmup`` untimed rounds first (first calls allocate, JIT, fill caches), then ``rounds`` timed
+    rounds of every variant in turn. ``repeats[name]`` lets a slow variant run only every k-th round
+    (still interleaved with the others). ``budget_s``: no new round starts once this many seconds have
+    passed since the call, warm-up included (at least one timed round always runs).
+    """
+    repeats = dict(repeats or {})
+    started = time.perf_counter()
+    for i in range(warmup):
+        for name, fn in variants.items():
+            if i % repeats.get(name, 1) == 0:
+                fn(i)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        ran = []
+        for name, fn in variants.items():
+            if r % repeats.get(name, 1) != 0:
+                continue
+            t0 = time.perf_counter()
+            fn(warmup + r)
+            times[name].append(time.perf_counter() - t0)
+            ran.append(name)
+        if log:
+            log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in ran))
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            break
+    return times
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so that stdout's last line stays the JSON result."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def emit(result: Mapping[str, Any]) -> None:
+    """Print the result as one JSON object on the last line of stdout."""
+    print(json.dumps(result, sort_keys=False, default=_jsonable), flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def rounded(value: float, digits: int = 3) -> float:
+    return float(f"{value:.{digits}g}") if value == value else value

@@ -1,0 +1,196 @@
+"""Scaling with Ray Train workers: pairs/s with 1 and 2 workers, and what a run's start-up costs.
+
+Each run is a real Ray Train run of the project (:func:`imascl_ray.train.trainer.build_trainer` with the
+worker function every ``imascl-ray train`` uses) on a local Ray cluster of this process's own, after the
+run was prepared once (corpus split, teacher cache). Same config for both worker counts: the offline
+multilingual-e5-small (word embeddings frozen, as the quickstart), gettext en-xx pairs, the same global
+batch (each of 2 workers encodes half of it), 1 CPU and 1 torch thread per worker, fp32; MLflow off.
+
+Per run:
+
+* ``pairs_per_s``: what the training loop reports for its last logging window (the first steps, which
+  allocate, are left out), i.e. training only;
+* ``fit_s``: the wall time of ``TorchTrainer.fit()``; ``loop_s``: rank 0's loop, steps + the final
+  validation and checkpoint;
+* ``startup_overhead_s = fit_s - loop_s``: Ray Train's controller and worker group, the process group,
+  each worker building its loop (reading the corpus, loading the model: ``loop_build_s``, measured in
+  this process for reference), the checkpoint upload and the teardown.
+
+``ray_init_s`` is the start of the local cluster. The overhead of one Ray *Tune* trial is not measured
+here: the Tune layer is not in this tree yet (see ``benchmarks/RESULTS.md``).
+
+    python benchmarks/scaling.py --quick      # one run per worker count; < 3 minutes on 2 cores
+    python benchmarks/scaling.py              # interleaved 1, 2, 1, 2 workers, more steps
+    python benchmarks/scaling.py --smoke      # tiny random model, seconds of training (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import emit, log, machine, median, rounded, set_test_environment
+
+
+def build_config(args: argparse.Namespace, work: Path):
+    from imascl_ray.config import load_config
+    from imascl_ray.data import write_corpus
+
+    if args.smoke:
+        from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+
+        model = build_tiny_model(work / "tiny-model")
+        corpus = write_corpus(synthetic_parallel_corpus(300), work / "tiny-corpus.parquet")
+        data = [f"data.corpus={corpus}", "data.languages=[en,fr]", "data.pair_set=en-fr"]
+        data += ["data.max_pairs_per_language_pair=200", "model.max_length=32", "teacher.max_length=32"]
+    else:
+        model = "offline:multilingual-e5-small"
+        data = ["data.corpus=gettext", "data.languages=[en,fr,ja,ko,ru]", "data.pair_set=en-xx"]
+        data += ["data.max_pairs_per_language_pair=300", "model.max_length=64", "teacher.max_length=64"]
+    return load_config(
+        None,
+        [
+            f"model.name={model}",
+            "model.freeze_embeddings=true",
+            *data,
+            "data.validation_pairs=20",
+            "loss.label=priority",
+            "loss.teacher_tau=0.05",
+            f"schedule.global_batch_size={args.global_batch}",
+            f"schedule.max_steps={args.steps}",
+            f"schedule.log_every={args.log_every}",
+            f"schedule.eval_every={args.steps}",
+            "scaling.cpus_per_worker=1",
+            "scaling.precision=fp32",
+            "scaling.max_failures=0",
+            "eval.suite=none",
+            f"tracking.output_dir={work}",
+        ],
+    )
+
+
+def timed_run(config, prepared, workers: int, storage: Path, name: str) -> dict[str, Any]:
+    """One Ray Train run with ``workers`` workers; its throughput and where its time went."""
+    from imascl_ray.config import to_dict
+    from imascl_ray.train.trainer import build_trainer
+
+    config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=workers))
+    payload = {"config": to_dict(config), "prepared": dataclasses.asdict(prepared)}
+    trainer = build_trainer(config, payload, name, storage)
+    started = time.perf_counter()
+    result = trainer.fit()
+    fit_s = time.perf_counter() - started
+    if result.error:
+        raise result.error
+    summary = dict(result.return_value or {})
+    loop_s = float(summary["seconds"])
+    return {
+        "workers": workers,
+        "pairs_per_s": float(result.metrics["pairs_per_s"]),
+        "fit_s": fit_s,
+        "loop_s": loop_s,
+        "startup_overhead_s": fit_s - loop_s,
+        "steps": int(summary["global_step"]),
+    }
+
+
+def loop_build_seconds(config, prepared) -> float:
+    """How long one rank takes to build its :class:`TrainingLoop` (corpus, cache, model) in-process."""
+    from imascl_ray.engine.loop import RankContext, TrainingLoop
+
+    started = time.perf_counter()
+    TrainingLoop(config, prepared, RankContext(), lambda metrics, checkpoint: None)
+    return time.perf_counter() - started
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one run per worker count: < 3 minutes")
+    mode.add_argument("--smoke", action="store_true", help="tiny random model (for tests)")
+    parser.add_argument("--global-batch", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="steps per run")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per worker count, interleaved")
+    parser.add_argument(
+        "--work-dir",
+        default=str(Path.home() / ".cache" / "imascl-ray" / "benchmarks"),
+        help="prepared data and teacher cache (reused by later runs)",
+    )
+    args = parser.parse_args(argv)
+    defaults = (
+        {"global_batch": 8, "steps": 4, "repeats": 1}
+        if args.smoke
+        else {"global_batch": 16, "steps": 8, "repeats": 1}
+        if args.quick
+        else {"global_batch": 32, "steps": 16, "repeats": 2}
+    )
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.log_every = max(1, args.steps // 2)  # the last window leaves the first half of the steps out
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    set_test_environment()
+    import ray
+
+    from imascl_ray.prepare import prepare_run
+    from imascl_ray.train.session import ray_session
+
+    started = time.perf_counter()
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    config = build_config(args, work)
+    prepared = prepare_run(config, work / ("scaling-smoke" if args.smoke else "scaling"))
+    log(f"prepared in {time.perf_counter() - started:.1f}s")
+    build_s = loop_build_seconds(config, prepared)
+    runs: list[dict[str, Any]] = []
+    if ray.is_initialized():
+        raise SystemExit("Ray is already initialised in this process; the benchmark starts its own cluster")
+    init_started = time.perf_counter()
+    with ray_session(None, config, num_cpus=3), tempfile.TemporaryDirectory(prefix="imascl-scaling-") as tmp:
+        ray_init_s = time.perf_counter() - init_started
+        for repeat in range(args.repeats):
+            for workers in (1, 2):
+                run = timed_run(config, prepared, workers, Path(tmp), f"scaling-{workers}w-{repeat}")
+                log(f"{workers} worker(s): {run}")
+                runs.append(run)
+    per_workers: dict[int, dict[str, float]] = {}
+    for workers in (1, 2):
+        mine = [run for run in runs if run["workers"] == workers]
+        per_workers[workers] = {
+            key: rounded(median([run[key] for run in mine]), 4)
+            for key in ("pairs_per_s", "fit_s", "loop_s", "startup_overhead_s")
+        }
+    result = {
+        "benchmark": "scaling",
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
+        "model": "tiny-random" if args.smoke else "multilingual-e5-small (offline), word embeddings frozen",
+        "global_batch": args.global_batch,
+        "steps_per_run": args.steps,
+        "cpus_per_worker": 1,
+        "ray_init_s": rounded(ray_init_s),
+        "loop_build_s": rounded(build_s),
+        "workers_1": per_workers[1],
+        "workers_2": per_workers[2],
+        "speedup_2_over_1": rounded(per_workers[2]["pairs_per_s"] / per_workers[1]["pairs_per_s"]),
+        "train_startup_overhead_s": per_workers[2]["startup_overhead_s"],
+        "tune_trial_overhead_s": None,  # TODO(lead): the Tune layer is not in this tree yet
+        "runs": [{k: v if isinstance(v, int) else rounded(v, 4) for k, v in run.items()} for run in runs],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "machine": machine(),
+    }
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,352 @@
+"""Training throughput on CPU: the project's soft and hard steps, sentence-transformers, the authors' setup.
+
+Same model (the offline multilingual-e5-small, word embeddings frozen in every variant unless
+``--unfrozen``), same data (this machine's gettext localisation pairs, en-xx, one language pair per
+global batch as the project plans them), same global batch, same optimiser (AdamW, linear schedule,
+gradient clipping at 1.0), one process, fp32:
+
+* (a) ``soft``: the project's step (:meth:`imascl_ray.engine.loop.TrainingLoop.step`) with Priority labels
+  from the teacher *cache* and TMS (``lam=0.1``), inputs padded to the batch's longest text;
+* (b) ``hard``: the same loop with hard labels (InfoNCE, both directions), no teacher;
+* (c) ``st``: sentence-transformers' ``MultipleNegativesSymmetricRankingLoss`` the way its trainer runs a
+  step: its data collator tokenises the columns (``model.preprocess``, dynamic padding, same prompt and
+  ``max_seq_length``), ``collect_features``, the loss module (its own forward per column), backward,
+  clipping, AdamW, schedule;
+* (d) ``authors``: the authors' settings: every input padded to ``max_length`` 512 (student and teacher)
+  and a live teacher forward (the same model, frozen, on the anchor side with the ``query: `` prefix) every
+  step; Priority labels and TMS with weight 1 (their code has no lambda).
+
+(d) cannot run at the global batch of 32 here: at 512 tokens a training forward keeps ~0.65 GB of
+activations per sequence (attention probabilities of 12 layers x 12 heads x 512 x 512), so 64 sequences
+would need ~42 GB. It runs at ``--authors-batch`` pairs (default 4: 8 student sequences, ~5.5 GB), and
+(a) is timed on that same small batch too (``soft_small``, the same loop object): ``soft_over_authors``
+is ``soft_small / authors``, like with like. At a fixed 512 tokens (d)'s cost per pair does not depend on
+the batch (the loss's ``N x N`` part is negligible), so ``soft_over_authors_at_global_batch`` (a at 32 over
+d at 4) is also reported; a smaller batch only makes (a) pay its fixed per-step costs over fewer pairs,
+so the like-with-like ratio is the conservative one.
+
+Variants are interleaved after a warm-up and the medians compared (the machine is shared); (d) is so slow
+that it runs only every few rounds. The last line of stdout is one JSON object with pairs/s of each and
+``soft_over_st`` (a/c), ``soft_over_hard`` (a/b), ``soft_over_authors`` (a/d).
+
+    python benchmarks/train_throughput.py --quick       # < 3 minutes on 2 CPU cores
+    python benchmarks/train_throughput.py               # more rounds
+    python benchmarks/train_throughput.py --smoke       # tiny random model and corpus, seconds (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _common import emit, interleaved, log, machine, median, rounded, set_test_environment
+
+TARGETS = {"soft_over_st": 1.0, "soft_over_hard": 0.95, "soft_over_authors": 5.0}
+AUTHORS_MAX_LENGTH = 512
+
+
+@dataclass
+class Setup:
+    """What every variant shares."""
+
+    config: Any  # imascl_ray.config.Config of the soft variant
+    prepared: Any  # imascl_ray.prepare.PreparedRun
+    batches: list[Any]  # GlobalBatch list, cycled through in the same order by every variant
+    texts: list[tuple[list[str], list[str], list[str]]]  # per batch: src, tgt, anchor-side texts
+    small_batches: list[Any]  # the same at the authors' variant's smaller global batch
+    small_texts: list[tuple[list[str], list[str], list[str]]]
+
+
+def build_setup(args: argparse.Namespace) -> Setup:
+    from imascl_ray.config import load_config
+    from imascl_ray.data import BatchPlan, read_corpus, write_corpus
+    from imascl_ray.prepare import prepare_run
+
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+
+        model = build_tiny_model(work / "tiny-model")
+        corpus = write_corpus(synthetic_parallel_corpus(300), work / "tiny-corpus.parquet")
+        data = [f"data.corpus={corpus}", "data.languages=[en,fr]", "data.pair_set=en-fr"]
+        data += ["data.max_pairs_per_language_pair=200", "data.validation_pairs=20"]
+    else:
+        model = "offline:multilingual-e5-small"
+        data = ["data.corpus=gettext", "data.languages=[en,fr,ja,ko,ru]", "data.pair_set=en-xx"]
+        data += [f"data.max_pairs_per_language_pair={args.pairs_per_language}", "data.validation_pairs=20"]
+    overrides = [
+        f"model.name={model}",
+        f"model.max_length={args.max_length}",
+        f"model.freeze_embeddings={str(not args.unfrozen).lower()}",
+        f"teacher.max_length={args.max_length}",
+        *data,
+        "loss.label=priority",
+        "loss.tau=0.1",
+        "loss.teacher_tau=0.05",
+        "loss.tms=true",
+        "loss.lam=0.1",
+        "optim.lr=3e-5",
+        f"schedule.global_batch_size={args.global_batch}",
+        "schedule.max_steps=1000",
+        "scaling.num_workers=1",
+        "scaling.precision=fp32",
+        f"tracking.output_dir={work}",
+    ]
+    config = load_config(None, overrides)
+    started = time.perf_counter()
+    prepared = prepare_run(config, work / ("run-smoke" if args.smoke else "run"))
+    log(f"prepared in {time.perf_counter() - started:.1f}s: student {prepared.student}")
+    train = read_corpus(prepared.train)
+
+    def planned(size: int) -> tuple[list[Any], list[tuple[list[str], list[str], list[str]]]]:
+        plan = BatchPlan(train, size, 1, config.schedule.seed, priority=prepared.priority)
+        batches = list(itertools.islice(plan.batches(0, 0), args.distinct_batches))
+        texts = []
+        for batch in batches:
+            rows = batch.pair_indices
+            src, tgt = [train.src[i] for i in rows], [train.tgt[i] for i in rows]
+            sides = batch.anchor_sides
+            anchors = [s if side == "src" else t for s, t, side in zip(src, tgt, sides, strict=True)]
+            texts.append((src, tgt, anchors))
+        return batches, texts
+
+    return Setup(config, prepared, *planned(args.global_batch), *planned(args.authors_batch))
+
+
+# ---------------------------------------------------------------------------------------------- (a), (b)
+def project_step(setup: Setup, label: str):
+    """The project's own step: a single-rank :class:`TrainingLoop` on the prepared run."""
+    from dataclasses import replace
+
+    from imascl_ray.engine.loop import RankContext, TrainingLoop
+
+    config = setup.config
+    if label != config.loss.label:
+        config = replace(config, loss=replace(config.loss, label=label))
+    loop = TrainingLoop(config, setup.prepared, RankContext(), lambda metrics, checkpoint: None)
+
+    def step(i: int) -> None:
+        loop.step(setup.batches[i % len(setup.batches)])
+
+    def small_step(i: int) -> None:  # the same loop on the authors' variant's global batch
+        loop.step(setup.small_batches[i % len(setup.small_batches)])
+
+    step.prefix = loop.student.prefix  # what sentence-transformers' collator must prepend too
+    return step, small_step
+
+
+# ---------------------------------------------------------------------------------------------- (c)
+def sentence_transformers_step(setup: Setup, prefix: str):
+    """One step of sentence-transformers' trainer with ``MultipleNegativesSymmetricRankingLoss``.
+
+    As ``SentenceTransformerTrainer`` does it: its data collator (``model.preprocess`` per column, the
+    prompt prepended), ``collect_features``, the loss module, backward, gradient clipping at
+    ``max_grad_norm`` 1.0, the Hugging Face default optimiser for torch >= 2.8 (``adamw_torch_fused``:
+    ``torch.optim.AdamW(fused=True)``) and its linear schedule.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesSymmetricRankingLoss
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from transformers import get_linear_schedule_with_warmup
+
+    config = setup.config
+    model = SentenceTransformer(setup.prepared.student, device="cpu")
+    model.max_seq_length = config.model.max_length
+    if config.model.freeze_embeddings:
+        model[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 6.2 suggests MNRL(directions=...): same maths
+        loss = MultipleNegativesSymmetricRankingLoss(model, scale=1.0 / config.loss.tau)
+    collator = SentenceTransformerDataCollator(preprocess_fn=model.preprocess, prompts=prefix or None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=0.0, fused=True)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, config.schedule.max_steps)
+
+    def step(i: int) -> None:
+        src, tgt, _ = setup.texts[i % len(setup.texts)]
+        inputs = collator([{"anchor": s, "positive": t} for s, t in zip(src, tgt, strict=True)])
+        # The trainer's own split of the collated batch into per-column features (it reads no state).
+        features, labels = SentenceTransformerTrainer.collect_features(None, inputs)
+        value = loss(features, labels)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------- (d)
+def authors_step(setup: Setup):
+    """The authors' settings: inputs padded to 512 tokens, a live teacher forward every step, lam = 1."""
+    import torch
+
+    from imascl_ray.encoder import SentenceEncoder
+    from imascl_ray.engine.optim import build_optimizer, linear_schedule
+    from imascl_ray.losses import imascl_loss, soft_labels
+    from imascl_ray.teacher import Teacher
+
+    config = setup.config
+    student = SentenceEncoder.from_pretrained(setup.prepared.student, prefix="")
+    length = min(AUTHORS_MAX_LENGTH, student.model.config.max_position_embeddings)
+    student.max_length = length
+    if config.model.freeze_embeddings:
+        student.freeze_word_embeddings()
+    student.train()
+    teacher = Teacher.from_pretrained(setup.prepared.teacher, prefix="query: ", max_length=length)
+    optimizer = build_optimizer(student.parameters(), lr=config.optim.lr)
+    scheduler = linear_schedule(optimizer, total_steps=config.schedule.max_steps)
+
+    def padded(encoder: SentenceEncoder, texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = encoder.tokenizer(
+            [encoder.prefix + text for text in texts],
+            padding="max_length",
+            truncation=True,
+            max_length=length,
+            return_tensors="pt",
+        )
+        return {key: batch[key] for key in ("input_ids", "attention_mask") if key in batch}
+
+    def step(i: int) -> None:
+        src, tgt, anchors = setup.small_texts[i % len(setup.small_texts)]
+        with torch.no_grad():
+            teacher_anchor = teacher.encoder.embed_tokens(padded(teacher.encoder, anchors))
+        labels = soft_labels(teacher_anchor, kind="priority", tau=config.loss.tau)
+        src_emb = student.embed_tokens(padded(student, src))
+        tgt_emb = student.embed_tokens(padded(student, tgt))
+        value = imascl_loss(src_emb, tgt_emb, labels, tau=config.loss.tau, lam=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), config.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+
+    return step, length
+
+
+# ---------------------------------------------------------------------------------------------- main
+def paired_median(times: dict[str, list[float]], fast: str, slow: str, every: int = 1) -> float:
+    """Median over rounds of ``time(slow) / time(fast)`` (= pairs/s of ``fast`` over ``slow`` at equal
+    batches), taken on the rounds where both ran; ``slow`` may have run only every ``every``-th round."""
+    fast_times = times[fast][::every] if len(times[slow]) < len(times[fast]) else times[fast]
+    count = min(len(fast_times), len(times[slow]))
+    return median([s / f for f, s in zip(fast_times[:count], times[slow][:count], strict=True)])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="few rounds: under 3 minutes on 2 CPU cores")
+    mode.add_argument("--smoke", action="store_true", help="tiny random model and corpus (for tests)")
+    parser.add_argument("--global-batch", type=int, default=None, help="pairs per step (default 32; smoke 8)")
+    parser.add_argument("--authors-batch", type=int, default=None, help="global batch of (d) (default 4)")
+    parser.add_argument("--max-length", type=int, default=64, help="max_length of (a)-(c) (the quickstart's)")
+    parser.add_argument("--unfrozen", action="store_true", help="train the word embeddings (all variants)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds of (a)-(c)")
+    parser.add_argument("--authors-every", type=int, default=None, help="(d) runs every k-th round only")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="start no new round after this many seconds of the run"
+    )
+    parser.add_argument("--pairs-per-language", type=int, default=300)
+    parser.add_argument("--distinct-batches", type=int, default=8)
+    parser.add_argument(
+        "--work-dir",
+        default=str(Path.home() / ".cache" / "imascl-ray" / "benchmarks"),
+        help="prepared data and teacher cache (reused by later runs)",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        defaults = {"global_batch": 8, "authors_batch": 4, "rounds": 2, "authors_every": 1}
+    elif args.quick:
+        defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 12, "authors_every": 3, "budget_s": 140}
+    else:
+        defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 30, "authors_every": 3}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.smoke:
+        args.max_length = min(args.max_length, 32)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    set_test_environment()
+    import torch
+
+    started = time.perf_counter()
+    setup = build_setup(args)
+    log("building the four variants")
+    authors, authors_length = authors_step(setup)
+    soft, soft_small = project_step(setup, "priority")
+    hard, _ = project_step(setup, "hard")
+    variants = {
+        "soft": soft,
+        "hard": hard,
+        "st": sentence_transformers_step(setup, soft.prefix),
+        "soft_small": soft_small,
+        "authors": authors,
+    }
+    log(f"set up in {time.perf_counter() - started:.1f}s; timing {args.rounds} rounds")
+    budget = None if args.budget_s is None else max(1.0, args.budget_s - (time.perf_counter() - started))
+    times = interleaved(
+        variants,
+        warmup=1,
+        rounds=args.rounds,
+        repeats={"authors": args.authors_every},
+        budget_s=budget,
+        log=log,
+    )
+    batch_of = {"soft_small": args.authors_batch, "authors": args.authors_batch}
+    pairs_per_s = {name: batch_of.get(name, args.global_batch) / median(v) for name, v in times.items()}
+    # The reported ratios: medians of per-round ratios of variants timed back to back, which the load of
+    # a shared machine (drifting by several times within a minute) disturbs far less than ratios of
+    # medians taken over different moments (those are reported too).
+    paired = {
+        "soft_over_st": paired_median(times, "soft", "st"),
+        "soft_over_hard": paired_median(times, "soft", "hard"),
+        "soft_over_authors": paired_median(times, "soft_small", "authors", args.authors_every),
+    }
+    result: dict[str, Any] = {
+        "benchmark": "train_throughput",
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
+        "model": "tiny-random" if args.smoke else "multilingual-e5-small (offline)",
+        "global_batch": args.global_batch,
+        "authors_global_batch": args.authors_batch,
+        "max_length": args.max_length,
+        "authors_max_length": authors_length,
+        "frozen_word_embeddings": not args.unfrozen,
+        "torch_threads": torch.get_num_threads(),
+        "steps_timed": {name: len(values) for name, values in times.items()},
+        "median_step_s": {name: rounded(median(values), 4) for name, values in times.items()},
+        "pairs_per_s": {name: rounded(value, 4) for name, value in pairs_per_s.items()},
+        **{key: rounded(value) for key, value in paired.items()},
+        "ratios_of_medians": {
+            "soft_over_st": rounded(pairs_per_s["soft"] / pairs_per_s["st"]),
+            "soft_over_hard": rounded(pairs_per_s["soft"] / pairs_per_s["hard"]),
+            "soft_over_authors": rounded(pairs_per_s["soft_small"] / pairs_per_s["authors"]),
+        },
+        "soft_over_authors_at_global_batch": rounded(pairs_per_s["soft"] / pairs_per_s["authors"]),
+        "targets": TARGETS,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "machine": machine(),
+    }
+    result["targets_met"] = {key: result[key] >= target for key, target in TARGETS.items()}
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

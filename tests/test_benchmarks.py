@@ -1,0 +1,102 @@
+"""The benchmarks' smallest modes run and print their result as one JSON object on the last line.
+
+These keep the benchmark code from rotting; they never assert speed (speed is measured by the
+benchmarks themselves, as ratios within one run). Structural facts are checked where they hold
+whatever the machine's load: the local loss saves ``[B, N]`` logits where the full one saves ``[N, N]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+
+def last_json_line(capsys) -> dict:
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    return json.loads(lines[-1])
+
+
+def test_train_throughput_smoke(tmp_path, capsys):
+    import train_throughput
+
+    result = train_throughput.main(["--smoke", "--work-dir", str(tmp_path)])
+    assert last_json_line(capsys) == json.loads(json.dumps(result))
+    variants = {"soft", "hard", "st", "soft_small", "authors"}
+    assert set(result["pairs_per_s"]) == variants and set(result["median_step_s"]) == variants
+    assert all(value > 0 for value in result["pairs_per_s"].values())
+    assert all(count >= 1 for count in result["steps_timed"].values())
+    for key in ("soft_over_st", "soft_over_hard", "soft_over_authors"):
+        assert result[key] > 0 and key in result["targets"] and key in result["targets_met"]
+    assert result["authors_max_length"] == 128  # the tiny model's longest input: padded all the way
+    assert result["frozen_word_embeddings"] is True
+
+
+def test_paired_ratios_use_rounds_where_both_variants_ran():
+    import train_throughput
+
+    times = {"soft_small": [1.0, 9.0, 9.0, 2.0, 9.0, 9.0], "authors": [10.0, 30.0]}
+    # authors ran in rounds 0 and 3: ratios 10/1 and 30/2, median 12.5
+    assert train_throughput.paired_median(times, "soft_small", "authors", every=3) == pytest.approx(12.5)
+    assert train_throughput.paired_median({"a": [1.0, 2.0], "b": [3.0, 2.0]}, "a", "b") == pytest.approx(2.0)
+
+
+def test_gather_memory_smoke_local_logits_are_one_wth_of_full(capsys):
+    import gather_memory
+
+    result = gather_memory.main(["--smoke", "--sizes", "32"])
+    assert last_json_line(capsys)["sizes"] == json.loads(json.dumps(result["sizes"]))
+    (row,) = result["sizes"]
+    assert row["pairs"] == 32 and row["embeddings"] == 64
+    assert row["full"]["logits_shapes"] == ["[32, 32]"] * 4  # rows, columns, 2 monolingual terms
+    assert row["local"]["logits_shapes"] == ["[16, 32]"] * 4
+    assert row["local"]["labels_shapes"] == ["[16, 32]"] * 2 and row["full"]["labels_shapes"] == ["[32, 32]"]
+    assert result["local_over_full_logits"] == pytest.approx(0.5)
+    assert result["target_met"] is True
+    for form in ("full", "local"):
+        assert row[form]["seconds"] > 0 and row[form]["saved_mib"] > row[form]["logits_mib"] > 0
+
+
+def test_gpu_step_smoke_and_its_flop_count(capsys):
+    import gpu_step
+
+    result = gpu_step.main(["--smoke", "--compare-st"])
+    assert last_json_line(capsys)["benchmark"] == "gpu_step"
+    assert set(result["pairs_per_s"]) == {"soft", "st"} and result["soft_over_st"] > 0
+    assert result["mfu"] > 0
+    config = type("C", (), {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12})
+    # BERT-base: 85M matmul parameters; 2 x 85M + attention per token, x3 for training, 2 x 256 x 128 tokens
+    per_token = 2 * 12 * (4 * 768 * 768 + 2 * 768 * 3072) + 4 * 12 * 128 * 768
+    assert gpu_step.model_flops_per_step(config, 256, 128) == 3 * 2 * 256 * 128 * per_token
+    assert gpu_step.peak_tflops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4)
+    assert gpu_step.peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)
+    assert gpu_step.peak_tflops("Some Other GPU") is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed without a GPU")
+def test_gpu_step_without_a_gpu_says_so(capsys):
+    import gpu_step
+
+    with pytest.raises(SystemExit) as stopped:
+        gpu_step.main([])
+    assert stopped.value.code == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_scaling_smoke(tmp_path, capsys):
+    import scaling
+
+    result = scaling.main(["--smoke", "--work-dir", str(tmp_path)])
+    assert last_json_line(capsys)["benchmark"] == "scaling"
+    for workers in ("workers_1", "workers_2"):
+        figures = result[workers]
+        assert figures["pairs_per_s"] > 0 and figures["fit_s"] > figures["loop_s"] > 0
+    assert [run["workers"] for run in result["runs"]] == [1, 2]
+    assert result["tune_trial_overhead_s"] is None  # not measured until the Tune layer exists
