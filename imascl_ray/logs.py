@@ -22,3 +22,17 @@ def configure_logging(level: int = logging.INFO) -> None:
         handler._imascl_ray = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.propagate = False
+
+
+def quiet_ray_train_reports() -> None:
+    """Silence Ray Train's per-report INFO line on this worker ("Reporting training result ...").
+
+    Ray 2.60 logs every ``ray.train.report`` call at INFO through a logger named after its source file,
+    which ``RunConfig(logging_config=...)`` does not reach; on a 2-worker run it doubles the output. A
+    no-op if Ray moves that module.
+    """
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)

@@ -119,6 +119,9 @@ def build_trainer(
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            # Ray Train's own INFO lines (one per report and checkpoint) would drown the loop's progress
+            # lines, which go through imascl_ray's logger; its warnings and errors still show.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=callbacks,
         ),
     )

@@ -13,7 +13,7 @@ import torch
 from imascl_ray.config import from_dict
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.eval.tracking import log_metrics
-from imascl_ray.logs import configure_logging
+from imascl_ray.logs import configure_logging, quiet_ray_train_reports
 from imascl_ray.prepare import PreparedRun
 
 
@@ -37,6 +37,7 @@ class RayReporter:
 def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's ``train_loop_per_worker``; ``payload``: the config, the prepared run, the MLflow ids."""
     configure_logging()
+    quiet_ray_train_reports()
     config = from_dict(payload["config"])
     prepared = PreparedRun(**payload["prepared"])
     context = ray.train.get_context()
