@@ -16,8 +16,9 @@ Per run:
   each worker building its loop (reading the corpus, loading the model: ``loop_build_s``, measured in
   this process for reference), the checkpoint upload and the teardown.
 
-``ray_init_s`` is the start of the local cluster. The overhead of one Ray *Tune* trial is not measured
-here: the Tune layer is not in this tree yet (see ``benchmarks/RESULTS.md``).
+``ray_init_s`` is the start of the local cluster. ``tune_trial_overhead_s``: one Ray *Tune* trial whose
+function trainable runs the same 2-worker Ray Train run (the pattern ``imascl-ray tune`` uses), minus that
+run's own ``fit_s``: what Tune adds per trial.
 
     python benchmarks/scaling.py --quick      # one run per worker count; < 3 minutes on 2 cores
     python benchmarks/scaling.py              # interleaved 1, 2, 1, 2 workers, more steps
@@ -99,6 +100,35 @@ def timed_run(config, prepared, workers: int, storage: Path, name: str) -> dict[
     }
 
 
+def timed_tune_trial(config, prepared, storage: Path, name: str) -> dict[str, Any]:
+    """One Ray Tune trial whose function trainable runs the same 2-worker Ray Train run.
+
+    ``tune_overhead_s = tuner_fit_s - fit_s``: what Tune adds around a trial (its trial actor and
+    placement group, the experiment state, result processing, teardown), over the Ray Train run inside.
+    """
+    from ray import cloudpickle, tune
+
+    # The trial runs in a Ray worker that cannot import this script's modules: ship them by value.
+    for module in (sys.modules[__name__], sys.modules["_common"]):
+        cloudpickle.register_pickle_by_value(module)
+
+    def trainable(_: dict) -> None:
+        run = timed_run(config, prepared, 2, storage, f"{name}-train")
+        tune.report({"fit_s": run["fit_s"], "loop_s": run["loop_s"]})
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"CPU": 1}),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+    )
+    started = time.perf_counter()
+    grid = tuner.fit()
+    tuner_fit_s = time.perf_counter() - started
+    if grid.errors:
+        raise grid.errors[0]
+    fit_s = float(grid[0].metrics["fit_s"])
+    return {"tuner_fit_s": tuner_fit_s, "fit_s": fit_s, "tune_overhead_s": tuner_fit_s - fit_s}
+
+
 def loop_build_seconds(config, prepared) -> float:
     """How long one rank takes to build its :class:`TrainingLoop` (corpus, cache, model) in-process."""
     from imascl_ray.engine.loop import RankContext, TrainingLoop
@@ -163,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run = timed_run(config, prepared, workers, Path(tmp), f"scaling-{workers}w-{repeat}")
                 log(f"{workers} worker(s): {run}")
                 runs.append(run)
+        tune_trial = timed_tune_trial(config, prepared, Path(tmp), "scaling-tune-trial")
+        log(f"one Tune trial: {tune_trial}")
     per_workers: dict[int, dict[str, float]] = {}
     for workers in (1, 2):
         mine = [run for run in runs if run["workers"] == workers]
@@ -183,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workers_2": per_workers[2],
         "speedup_2_over_1": rounded(per_workers[2]["pairs_per_s"] / per_workers[1]["pairs_per_s"]),
         "train_startup_overhead_s": per_workers[2]["startup_overhead_s"],
-        "tune_trial_overhead_s": None,  # TODO(lead): the Tune layer is not in this tree yet
+        "tune_trial_overhead_s": rounded(tune_trial["tune_overhead_s"]),
+        "tune_trial": {key: rounded(value, 4) for key, value in tune_trial.items()},
         "runs": [{k: v if isinstance(v, int) else rounded(v, 4) for k, v in run.items()} for run in runs],
         "wall_s": round(time.perf_counter() - started, 1),
         "machine": machine(),
