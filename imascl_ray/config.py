@@ -367,18 +367,24 @@ def reference_markdown() -> str:
 # Internals
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """Flat values of a YAML recipe and, for each key, ``"<file>, line <n>"``."""
+def compose_yaml_file(path: Path, what: str = "config file") -> yaml.Node | None:
+    """The YAML node tree of ``path`` (it keeps line numbers), None for an empty file; an unreadable,
+    non-UTF-8 or invalid file is an :class:`InputError` naming it."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such config file") from None
+        raise InputError(f"{path}: no such {what}") from None
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
-        root = yaml.compose(text)
+        return yaml.compose(text)
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML: {error}") from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Flat values of a YAML recipe and, for each key, ``"<file>, line <n>"``."""
+    root = compose_yaml_file(path)
     if root is None:
         return {}, {}
     if not isinstance(root, yaml.MappingNode):

@@ -25,7 +25,15 @@ from typing import Any
 
 import yaml
 
-from imascl_ray.config import Config, flatten, from_flat, load_config, parse_override, resolve_recipe
+from imascl_ray.config import (
+    Config,
+    compose_yaml_file,
+    flatten,
+    from_flat,
+    load_config,
+    parse_override,
+    resolve_recipe,
+)
 from imascl_ray.errors import InputError
 
 SCORE = "val/mean/acc"
@@ -608,16 +616,7 @@ def _flat_overrides(node: yaml.Node, path: Path) -> dict[str, tuple[Any, str]]:
 
 
 def _compose(path: Path) -> yaml.Node:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such search-space file") from None
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML: {error}") from None
+    root = compose_yaml_file(path, "search-space file")
     if root is None:
         raise InputError(f"{path}: empty search-space file")
     return root
