@@ -92,6 +92,10 @@ def _maybe_inject_failure(config: Config, context: RankContext, global_step: int
         return
     marker.write_text(f"rank {context.rank} killed itself at step {global_step}\n")
     logger.warning("debug.fail_at_step: killing rank %d at step %d", context.rank, global_step)
+    # Die mid-step, as a real crash would: Ray's controller registers reported checkpoints a poll later,
+    # and a process that vanished within milliseconds of a report could make it restart from the one
+    # before (correct, but not the failure this hook is for).
+    time.sleep(2.0)
     os._exit(1)
 
 
