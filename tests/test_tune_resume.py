@@ -1,10 +1,13 @@
 """Resume: a sweep whose driver is killed mid-sweep continues with ``imascl-ray tune --resume PATH``.
 
-The driver runs as a subprocess (``python -m imascl_ray tune smoke ...``) with a local Ray cluster of its
+The driver runs as a subprocess (``python -m imascl_ray tune SPACE ...``) with a local Ray cluster of its
 own; the test kills it (SIGKILL, by its process id) once the first trial is finished in Tune's saved
-state and the second has validated at least once, then resumes. The finished trial is not trained
-again, the interrupted one continues from its last checkpoint, the third one runs, and the MLflow
-record has one parent and one child run per trial.
+state and the second has validated at least once, then resumes. The space is the smoke space without
+early stopping and with longer trials, and Tune saves its state every second, so that this moment lasts
+many seconds instead of the one or two between a stopped trial's first and last report.
+
+The finished trial is not trained again, the interrupted one continues from its last checkpoint, the
+third one runs, and the MLflow record has one parent and one child run per trial.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from imascl_ray.data import Corpus, write_corpus
@@ -40,6 +44,17 @@ def assets(tmp_path_factory) -> dict[str, Path]:
         "model": build_tiny_model(folder / "tiny", dropout=0.1),
         "corpus": write_corpus(Corpus.from_groups({"en-fr": fr, "en-ru": ru}), folder / "corpus.parquet"),
     }
+
+
+@pytest.fixture
+def space(tmp_path) -> Path:
+    """The smoke space, its trials 24 steps long and never stopped early (a wide window to kill in)."""
+    settings = yaml.safe_load((ROOT / "tune_spaces" / "smoke.yaml").read_text())
+    settings["overrides"]["schedule"]["max_steps"] = 24
+    settings["scheduler"] = {"name": "fifo"}
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
 def tune_command(*args: str) -> list[str]:
@@ -64,7 +79,7 @@ def validations(sweep: Path, trial_id: str) -> int:
     return sum(e["trial_id"] == trial_id and e["event"] == "validation" for e in read_events(sweep))
 
 
-def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_trials(assets, tmp_path):
+def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_trials(assets, space, tmp_path):
     output = tmp_path / "out"
     overrides = [
         f"model.name={assets['model']}",
@@ -72,11 +87,12 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_tria
         f"tracking.output_dir={output}",
         "tracking.experiment=tune-resume",
     ]
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    # Tune saves its experiment state at most every 10 s by default; the test reads that state.
+    env = os.environ | {"PYTHONPATH": str(ROOT), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     log_path = tmp_path / "first.log"
     with open(log_path, "w") as log:
         driver = subprocess.Popen(
-            tune_command("smoke", *overrides), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            tune_command(str(space), *overrides), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             # Kill when a trial is finished in Tune's saved state and a later one is running and has
