@@ -37,10 +37,31 @@ def build_parser(found: dict[str, ModuleType]) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides come after options too.
+
+    argparse fills a command's positionals (``CONFIG key=value ...``) in one go, so in
+    ``train quickstart --address auto loss.tau=0.05`` the override after the option would be an
+    "unrecognised argument". Such leftovers that look like ``key=value`` join the command's overrides, in
+    the order given; anything else is still a usage error.
+    """
+    args, leftover = parser.parse_known_args(argv)
+    if leftover and hasattr(args, "overrides") and all(is_override(item) for item in leftover):
+        args.overrides = [*args.overrides, *leftover]
+    elif leftover:
+        parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    return args
+
+
+def is_override(item: str) -> bool:
+    """``key=value`` as the commands take it (``loss.tau=0.05``), not an option such as ``--out=DIR``."""
+    return "=" in item and not item.startswith("-")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``imascl-ray`` and ``python -m imascl_ray``; returns the exit code."""
     found = discover_commands()
-    args = build_parser(found).parse_args(argv)
+    args = parse_arguments(build_parser(found), argv)
     configure_logging()
     try:
         return int(found[args.command].run(args) or 0)

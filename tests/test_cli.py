@@ -51,3 +51,25 @@ def test_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["no-such-command"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["config", "quickstart", "loss.tau=0.07", "--reference", "optim.lr=2e-5"],
+        ["config", "quickstart", "loss.tau=0.07", "optim.lr=2e-5"],
+        ["config", "--reference", "quickstart", "loss.tau=0.07", "optim.lr=2e-5"],
+    ],
+)
+def test_overrides_may_come_before_or_after_options(argv):
+    """As in ``ray job submit -- imascl-ray train quickstart --address auto tracking.output_dir=...``."""
+    args = cli.parse_arguments(cli.build_parser(cli.discover_commands()), argv)
+    assert args.config == "quickstart"
+    assert args.overrides == ["loss.tau=0.07", "optim.lr=2e-5"]
+
+
+def test_a_stray_argument_after_an_option_is_still_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "quickstart", "--address", "auto", "stray"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
