@@ -31,6 +31,7 @@ from typing import Literal, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 LabelKind = Literal["hard", "priority", "average"]
 LABEL_KINDS: tuple[str, ...] = ("hard", "priority", "average")
@@ -166,11 +167,45 @@ def soft_cross_entropy(
             f"targets must be [{queries.shape[0]}, {keys.shape[0]}] for {queries.shape[0]} queries and "
             f"{keys.shape[0]} keys, got {list(targets.shape)}"
         )
-    cosine = cosine_matrix(queries, keys)
+    logits = cosine_matrix(queries, keys)  # one name, so each step's input is freed as it goes
     if margin:
-        rows = torch.arange(queries.shape[0], device=cosine.device)
-        cosine = cosine.index_put((rows, rows + offset), cosine[rows, rows + offset] - margin)
-    return -(targets * (cosine / tau).log_softmax(dim=1)).sum()
+        rows = torch.arange(queries.shape[0], device=logits.device)
+        logits = logits.index_put((rows, rows + offset), logits[rows, rows + offset] - margin)
+    logits = logits / tau
+    if targets.requires_grad:  # labels never need a gradient; anything else takes plain autograd
+        return -(targets * logits.log_softmax(dim=1)).sum()
+    return _SoftCrossEntropySum.apply(logits, targets)
+
+
+def _sum_of_products(a: Tensor, b: Tensor, rows: int = 1024) -> Tensor:
+    """``(a * b).sum()`` over blocks of rows, so no third ``[B, N]`` matrix is ever allocated."""
+    return torch.stack([(a[i : i + rows] * b[i : i + rows]).sum() for i in range(0, a.shape[0], rows)]).sum()
+
+
+class _SoftCrossEntropySum(torch.autograd.Function):
+    """``-sum_ij t_ij log_softmax_j(z)_ij`` that keeps one ``[B, N]`` block for backward instead of two.
+
+    Plain autograd saves both the log-probabilities and the targets. The gradient has a closed form,
+    ``dL/dz_ij = rowsum(t)_i * softmax(z)_ij - t_ij``, so forward computes it (from the log-probabilities
+    it already has, in place) and saves only that: the labels are not kept alive for backward, the
+    loss's saved memory halves in the full and the local form alike, and backward is one scale. The
+    targets must not need a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # type: ignore[override]
+        log_probs = logits.log_softmax(dim=1)
+        loss = -_sum_of_products(targets, log_probs)
+        if ctx.needs_input_grad[0]:
+            gradient = log_probs.exp_().mul_(targets.sum(dim=1, keepdim=True)).sub_(targets)
+            ctx.save_for_backward(gradient)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (gradient,) = ctx.saved_tensors
+        return gradient * grad_loss, None
 
 
 def _check_pairs(src: Tensor, tgt: Tensor, labels: Tensor) -> int:

@@ -196,7 +196,33 @@ def test_gradients_pass_gradcheck_in_float64():
         lambda s, t: mse_distillation_loss(s, t, t64(TEACHER_SRC)),
     ):
         assert torch.autograd.gradcheck(loss, (src, tgt))
+    negatives = t64(TEACHER_TGT, grad=True)  # zero-label columns: label rows then sum to 1 over fewer keys
+    assert torch.autograd.gradcheck(
+        lambda s, t, m: soft_contrastive_loss(s, t, labels, tau=TAU, negatives=m), (src, tgt, negatives)
+    )
     assert torch.autograd.gradcheck(lambda g: soft_labels(g, kind="priority", tau=TAU), (teacher,))
+
+
+def test_the_loss_keeps_one_matrix_per_term_for_backward_and_never_the_labels():
+    """Large global batches rely on it: TMS saves 4 ``[N, N]`` blocks (rows, columns, 2 monolingual terms),
+    not 4 log-probability blocks plus the labels that plain autograd would keep."""
+    torch.manual_seed(0)
+    n = 16
+    src, tgt = torch.randn(n, 8, requires_grad=True), torch.randn(n, 8, requires_grad=True)
+    labels = soft_labels(torch.randn(n, 5), kind="priority", tau=0.05)
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = imascl_loss(src, tgt, labels, tau=TAU, lam=0.1)
+    storages = {tensor.untyped_storage().data_ptr() for tensor in saved if tensor.shape == (n, n)}
+    assert len(storages) == 4
+    assert labels.untyped_storage().data_ptr() not in storages
+    loss.backward()  # and the saved blocks are all backward needs
+    assert src.grad is not None and tgt.grad is not None
 
 
 @pytest.mark.parametrize("lam", [None, 0.1])
