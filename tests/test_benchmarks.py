@@ -2,7 +2,7 @@
 
 These keep the benchmark code from rotting; they never assert speed (speed is measured by the
 benchmarks themselves, as ratios within one run). Structural facts are checked where they hold
-whatever the machine's load: the local loss saves ``[B, N]`` logits where the full one saves ``[N, N]``.
+whatever the machine's load: the local loss saves ``[B, N]`` blocks where the full one saves ``[N, N]``.
 """
 
 from __future__ import annotations
@@ -47,20 +47,19 @@ def test_paired_ratios_use_rounds_where_both_variants_ran():
     assert train_throughput.paired_median({"a": [1.0, 2.0], "b": [3.0, 2.0]}, "a", "b") == pytest.approx(2.0)
 
 
-def test_gather_memory_smoke_local_logits_are_one_wth_of_full(capsys):
+def test_gather_memory_smoke_local_blocks_are_one_wth_of_full(capsys):
     import gather_memory
 
     result = gather_memory.main(["--smoke", "--sizes", "32"])
     assert last_json_line(capsys)["sizes"] == json.loads(json.dumps(result["sizes"]))
     (row,) = result["sizes"]
     assert row["pairs"] == 32 and row["embeddings"] == 64
-    assert row["full"]["logits_shapes"] == ["[32, 32]"] * 4  # rows, columns, 2 monolingual terms
-    assert row["local"]["logits_shapes"] == ["[16, 32]"] * 4
-    assert row["local"]["labels_shapes"] == ["[16, 32]"] * 2 and row["full"]["labels_shapes"] == ["[32, 32]"]
-    assert result["local_over_full_logits"] == pytest.approx(0.5)
+    assert row["full"]["wide_shapes"] == ["[32, 32]"] * 4  # rows, columns, 2 monolingual terms
+    assert row["local"]["wide_shapes"] == ["[16, 32]"] * 4  # and no label blocks
+    assert result["local_over_full_wide"] == pytest.approx(0.5)
     assert result["target_met"] is True
     for form in ("full", "local"):
-        assert row[form]["seconds"] > 0 and row[form]["saved_mib"] > row[form]["logits_mib"] > 0
+        assert row[form]["seconds"] > 0 and row[form]["saved_mib"] > row[form]["wide_mib"] > 0
 
 
 def test_gpu_step_smoke_and_its_flop_count(capsys):
