@@ -22,20 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # ``python benchmarks/x.py`` from the repo root imports the project
     sys.path.insert(0, str(REPO_ROOT))
 
+from imascl_ray.testing import set_test_environment  # noqa: E402  (after the path); the tests' settings
 
-def set_test_environment() -> None:
-    """The settings of ``.ci/env.sh`` (offline hub, quiet and fast Ray), unless already set."""
-    defaults = {
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
+__all__ = ["emit", "interleaved", "log", "machine", "median", "rounded", "set_test_environment"]
 
 
 def machine() -> dict[str, Any]:

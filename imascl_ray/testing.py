@@ -9,8 +9,32 @@ CJK, kana, Hangul and Cyrillic characters, so en/fr/ja/ko/ru test sentences give
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
+
+# The settings of ``.ci/env.sh``: no hub; Ray without token auth on a local cluster and with fast health
+# checks (so that ``ray.train.report()`` does not cost 2 s a call); MLflow's server without its job runner.
+TEST_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+
+
+def set_test_environment() -> None:
+    """Apply :data:`TEST_ENVIRONMENT` to ``os.environ`` where a variable is not set already.
+
+    Call it before anything imports Ray: Ray reads some of these when it is imported.
+    """
+    for key, value in TEST_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
