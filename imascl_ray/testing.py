@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 # The settings of ``.ci/env.sh``: no hub; Ray without token auth on a local cluster and with fast health
@@ -127,17 +128,36 @@ def build_tiny_model(
     return directory
 
 
-def synthetic_parallel_corpus(pairs: int, *, words: int = 5, vocabulary: int = 60, seed: int = 0):
-    """A small *learnable* en-fr corpus for training tests: each "French" word is a fixed stand-in.
+def synthetic_parallel_corpus(
+    pairs: int,
+    *,
+    words: int = 5,
+    vocabulary: int = 60,
+    seed: int = 0,
+    pair_names: Sequence[str] = ("en-fr",),
+):
+    """A small *learnable* corpus for training tests: each "foreign" word is a fixed stand-in.
 
     English sentences are ``words`` words drawn from the tiny vocabulary's first ``vocabulary`` words;
     each translation replaces every word by its image under a fixed bijection onto ``vocabulary`` other
     words, so nothing is shared at the token level: an untrained encoder retrieves translations at
     about chance, and one trained on the corpus learns the word mapping. Sentences are unique.
-    """
-    import numpy as np
 
+    ``pairs`` pairs for each language pair of ``pair_names`` (e.g. ``("en-fr", "en-ru")``); the i-th is
+    drawn with seed ``seed + i``, so the groups hold different sentences and word mappings.
+    """
     from imascl_ray.data import Corpus
+
+    return Corpus.from_groups(
+        {
+            name: _synthetic_pairs(pairs, words=words, vocabulary=vocabulary, seed=seed + index)
+            for index, name in enumerate(pair_names)
+        }
+    )
+
+
+def _synthetic_pairs(pairs: int, *, words: int, vocabulary: int, seed: int) -> tuple[list[str], list[str]]:
+    import numpy as np
 
     if 2 * vocabulary > len(_WORDS):
         raise ValueError(f"vocabulary can be at most {len(_WORDS) // 2}")
@@ -154,4 +174,4 @@ def synthetic_parallel_corpus(pairs: int, *, words: int = 5, vocabulary: int = 6
         seen.add(text)
         sources.append(text)
         targets.append(" ".join(image[w] for w in sentence))
-    return Corpus.from_groups({"en-fr": (sources, targets)})
+    return sources, targets

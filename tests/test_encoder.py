@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from imascl_ray.encoder import SentenceEncoder, weights_hash
 from imascl_ray.errors import InputError
-from imascl_ray.testing import build_tiny_model, tiny_vocabulary
+from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus, tiny_vocabulary
 
 TEXTS = [
     "Hello world, the cat is on the table.",
@@ -52,6 +52,16 @@ def test_tiny_model_is_reproducible_and_covers_five_languages(tmp_path, tiny_dir
         ids = encoder.tokenizer(text)["input_ids"]
         assert unk not in ids, (text, encoder.tokenizer.convert_ids_to_tokens(ids))
     assert len(set(tiny_vocabulary())) == len(tiny_vocabulary())
+
+
+def test_synthetic_corpus_groups_are_reproducible_and_differ():
+    corpus = synthetic_parallel_corpus(50, pair_names=("en-fr", "en-ru"))
+    groups = corpus.groups()
+    assert sorted(groups) == ["en-fr", "en-ru"] and all(len(src) == 50 for src, _ in groups.values())
+    assert groups["en-fr"] == synthetic_parallel_corpus(50).groups()["en-fr"]
+    assert groups["en-ru"] == synthetic_parallel_corpus(50, seed=1).groups()["en-fr"]
+    assert groups["en-fr"] != groups["en-ru"]
+    assert len(set(groups["en-fr"][0])) == 50  # unique sentences
 
 
 @pytest.mark.parametrize(("pooling", "normalize"), [("mean", True), ("cls", False), ("mean", False)])

@@ -25,7 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from imascl_ray.data import Corpus, write_corpus
+from imascl_ray.data import write_corpus
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 from imascl_ray.tune import results
 
@@ -196,10 +196,9 @@ def test_a_training_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
 def test_a_tune_sweep_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
     """The smoke sweep as a job: every trial's Train run on the head's cluster, the summary written."""
     address, env, _ = ray_head
-    fr = synthetic_parallel_corpus(300, seed=0).groups()["en-fr"]
-    ru = synthetic_parallel_corpus(300, seed=1).groups()["en-fr"]
     model = build_tiny_model(tmp_path / "tiny", dropout=0.1)
-    corpus = write_corpus(Corpus.from_groups({"en-fr": fr, "en-ru": ru}), tmp_path / "corpus.parquet")
+    corpus = synthetic_parallel_corpus(300, pair_names=("en-fr", "en-ru"))
+    corpus = write_corpus(corpus, tmp_path / "corpus.parquet")
     job_dir = tmp_path / "job"
     shutil.copytree(ROOT / "tune_spaces", job_dir / "tune_spaces")  # what `--working-dir .` uploads
     output_dir = tmp_path / "out"

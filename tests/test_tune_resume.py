@@ -25,7 +25,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from imascl_ray.data import Corpus, write_corpus
+from imascl_ray.data import write_corpus
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 from imascl_ray.tune import results
 from imascl_ray.tune.trainable import read_events
@@ -38,11 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("assets")
-    fr = synthetic_parallel_corpus(600, seed=0).groups()["en-fr"]
-    ru = synthetic_parallel_corpus(600, seed=1).groups()["en-fr"]
+    corpus = synthetic_parallel_corpus(600, pair_names=("en-fr", "en-ru"))
     return {
         "model": build_tiny_model(folder / "tiny", dropout=0.1),
-        "corpus": write_corpus(Corpus.from_groups({"en-fr": fr, "en-ru": ru}), folder / "corpus.parquet"),
+        "corpus": write_corpus(corpus, folder / "corpus.parquet"),
     }
 
 

@@ -42,9 +42,7 @@ SPACES = Path(__file__).resolve().parents[1] / "tune_spaces"
 
 def two_pair_corpus(pairs: int) -> Corpus:
     """en-fr and en-ru groups with different sentences (two seeds of the learnable synthetic corpus)."""
-    fr = synthetic_parallel_corpus(pairs, seed=0).groups()["en-fr"]
-    ru = synthetic_parallel_corpus(pairs, seed=1).groups()["en-fr"]
-    return Corpus.from_groups({"en-fr": fr, "en-ru": ru})
+    return synthetic_parallel_corpus(pairs, pair_names=("en-fr", "en-ru"))
 
 
 @pytest.fixture(scope="module")
