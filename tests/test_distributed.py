@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import time
@@ -73,6 +74,18 @@ def _init(rank: int, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
 
 
+def _teardown() -> None:
+    """Release the process group while the interpreter is fully alive, both ranks together.
+
+    DDP modules sit in reference cycles, so without a collection the last references to the process group
+    would go only at interpreter shutdown, where destroying gloo's state can abort the process (SIGABRT,
+    "terminate called without an active exception"; seen once in CI).
+    """
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _rank_step(rank: int, init_file: str, out_dir: str) -> None:
     """One DDP step per case on this rank's slice of the global batch; saves loss and gradients."""
     _init(rank, init_file)
@@ -104,7 +117,8 @@ def _rank_step(rank: int, init_file: str, out_dir: str) -> None:
         dist.all_reduce(mean_loss)
         results.append((mean_loss.item() / WORLD, [p.grad.clone() for p in model.parameters()]))
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    del model
+    _teardown()
 
 
 def _gather_order(rank: int, init_file: str, out_dir: str) -> None:
@@ -115,7 +129,7 @@ def _gather_order(rank: int, init_file: str, out_dir: str) -> None:
     weights = torch.arange(12, dtype=torch.float32).reshape(4, 3) * (rank + 1)
     (gathered * weights).sum().backward()
     torch.save({"gathered": gathered.detach(), "grad": x.grad}, Path(out_dir) / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    _teardown()
 
 
 def _unequal_batches(rank: int, init_file: str, out_dir: str) -> None:
@@ -126,7 +140,7 @@ def _unequal_batches(rank: int, init_file: str, out_dir: str) -> None:
     except ValueError as error:
         message = str(error)
     (Path(out_dir) / f"rank{rank}.txt").write_text(message)
-    dist.destroy_process_group()
+    _teardown()
 
 
 def _run_two_ranks(target, tmp_path: Path, timeout: float = 120.0) -> None:
