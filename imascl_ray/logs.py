@@ -36,3 +36,24 @@ def quiet_ray_train_reports() -> None:
     except ImportError:
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+#: Import path of :func:`quiet_local_cluster_worker`, for ``runtime_env["worker_process_setup_hook"]``.
+LOCAL_CLUSTER_WORKER_SETUP = "imascl_ray.logs.quiet_local_cluster_worker"
+
+
+def quiet_local_cluster_worker() -> None:
+    """Setup hook of every worker process of a local cluster started without a dashboard.
+
+    Ray Train's ``PlacementGroupCleaner`` actor asks the state API, which the dashboard serves, whether
+    the run's controller is alive, once a second; without a dashboard every call fails and logs a
+    WARNING ("Failed to query Ray Train Controller actor state"), hundreds of lines in a quickstart.
+    The cleaner can do nothing there anyway (the Tune layer frees orphaned placement groups itself:
+    :func:`imascl_ray.tune.sweep.remove_orphaned_placement_groups`), so its warnings go. Never raises: a
+    failing setup hook would stop the worker from starting.
+    """
+    try:
+        from ray.train.v2._internal.execution.controller import placement_group_cleaner
+    except ImportError:
+        return
+    logging.getLogger(placement_group_cleaner.__name__).setLevel(logging.ERROR)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 from imascl_ray.config import Config
+from imascl_ray.logs import LOCAL_CLUSTER_WORKER_SETUP
 
 #: Environment that Ray workers should see too (their own processes do not inherit the driver's).
 WORKER_ENVIRONMENT = (
@@ -40,7 +41,8 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
         # Our own cluster: hand the workers the driver's settings. A joined cluster (a `ray job submit`
         # job) has its runtime env already, and Ray refuses to merge one that sets the same variables.
         env = {key: os.environ[key] for key in WORKER_ENVIRONMENT if key in os.environ}
-        kwargs.setdefault("runtime_env", {"env_vars": env})
+        runtime_env = {"env_vars": env, "worker_process_setup_hook": LOCAL_CLUSTER_WORKER_SETUP}
+        kwargs.setdefault("runtime_env", runtime_env)
         kwargs["address"] = "local"
         if config is not None and "num_cpus" not in kwargs:
             needed = int(config.scaling.num_workers * config.scaling.cpus_per_worker) + 1
