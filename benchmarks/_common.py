@@ -66,9 +66,12 @@ def interleaved(
     """Time each variant's call ``fn(i)`` (``i`` the round) interleaved; returns seconds per variant.
 
     ``warmup`` untimed rounds first (first calls allocate, JIT, fill caches), then ``rounds`` timed
-    rounds of every variant in turn. ``repeats[name]`` lets a slow variant run only every k-th round
-    (still interleaved with the others). ``budget_s``: no new round starts once this many seconds have
-    passed since the call, warm-up included (at least one timed round always runs).
+    rounds of every variant in turn. The order rotates by one each round, so that no variant always
+    follows the same one: a variant that frees gigabytes (the authors' 512-token step) would otherwise
+    always hand the next one a process that must fault its memory back in. ``repeats[name]`` lets a
+    slow variant run only every k-th round (still interleaved with the others). ``budget_s``: no new
+    round starts once this many seconds have passed since the call, warm-up included (at least one
+    timed round always runs).
     """
     repeats = dict(repeats or {})
     started = time.perf_counter()
@@ -77,11 +80,13 @@ def interleaved(
             if i % repeats.get(name, 1) == 0:
                 fn(i)
     times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for r in range(rounds):
         ran = []
-        for name, fn in variants.items():
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             if r % repeats.get(name, 1) != 0:
                 continue
+            fn = variants[name]
             t0 = time.perf_counter()
             fn(warmup + r)
             times[name].append(time.perf_counter() - t0)
