@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from imascl_ray.config import load_config
-from imascl_ray.data import Corpus, read_corpus, write_corpus
+from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.errors import InputError
 from imascl_ray.prepare import build_shared_teacher_cache, prepare_run
@@ -18,17 +18,13 @@ from imascl_ray.teacher import Teacher, TeacherCache
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 
 
-def two_pair_corpus(pairs: int) -> Corpus:
-    """en-fr and en-ru groups with different sentences (two seeds of the synthetic corpus)."""
-    return synthetic_parallel_corpus(pairs, pair_names=("en-fr", "en-ru"))
-
-
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("assets")
+    corpus = synthetic_parallel_corpus(150, pair_names=("en-fr", "en-ru"))
     return {
         "model": build_tiny_model(folder / "tiny", dropout=0.0),
-        "corpus": write_corpus(two_pair_corpus(150), folder / "corpus.parquet"),
+        "corpus": write_corpus(corpus, folder / "corpus.parquet"),
     }
 
 

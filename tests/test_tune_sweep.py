@@ -24,7 +24,7 @@ import pytest
 import ray
 
 from imascl_ray.config import flatten, load_config
-from imascl_ray.data import Corpus, read_corpus, write_corpus
+from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.encoder import SentenceEncoder
 from imascl_ray.eval.local_suite import evaluate_pair_groups, flatten_local
 from imascl_ray.prepare import PreparedRun
@@ -40,17 +40,13 @@ pytestmark = pytest.mark.slow
 SPACES = Path(__file__).resolve().parents[1] / "tune_spaces"
 
 
-def two_pair_corpus(pairs: int) -> Corpus:
-    """en-fr and en-ru groups with different sentences (two seeds of the learnable synthetic corpus)."""
-    return synthetic_parallel_corpus(pairs, pair_names=("en-fr", "en-ru"))
-
-
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("assets")
+    corpus = synthetic_parallel_corpus(600, pair_names=("en-fr", "en-ru"))
     return {
         "model": build_tiny_model(folder / "tiny", dropout=0.1),
-        "corpus": write_corpus(two_pair_corpus(600), folder / "corpus.parquet"),
+        "corpus": write_corpus(corpus, folder / "corpus.parquet"),
     }
 
 
