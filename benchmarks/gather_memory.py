@@ -30,12 +30,14 @@ object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +144,23 @@ def _rank(rank: int, init_file: str, out_dir: str, pairs: int, repeats: int) -> 
     dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def _ranks_return_freed_memory() -> Iterator[None]:
+    """Spawn the ranks with ``MALLOC_MMAP_THRESHOLD_=65536`` (glibc reads it at start), and only them."""
+    before = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = before or "65536"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MALLOC_MMAP_THRESHOLD_"]
+
+
 def measure(pairs: int, repeats: int) -> list[dict[str, Any]]:
     """Both ranks' figures for a global batch of ``pairs`` pairs (a fresh pair of processes)."""
     import torch.multiprocessing as mp
 
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")  # read by glibc when a rank starts
-    with tempfile.TemporaryDirectory(prefix="imascl-gather-") as folder:
+    with tempfile.TemporaryDirectory(prefix="imascl-gather-") as folder, _ranks_return_freed_memory():
         mp.start_processes(
             _rank,
             args=(str(Path(folder) / "init"), folder, pairs, repeats),

@@ -8,6 +8,7 @@ whatever the machine's load: the local loss saves ``[B, N]`` blocks where the fu
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def test_paired_ratios_use_rounds_where_both_variants_ran():
 def test_gather_memory_smoke_local_blocks_are_one_wth_of_full(capsys):
     import gather_memory
 
+    leaked_before = "MALLOC_MMAP_THRESHOLD_" in os.environ
     result = gather_memory.main(["--smoke", "--sizes", "32"])
+    assert ("MALLOC_MMAP_THRESHOLD_" in os.environ) == leaked_before  # only the ranks get the setting
     assert last_json_line(capsys)["sizes"] == json.loads(json.dumps(result["sizes"]))
     (row,) = result["sizes"]
     assert row["pairs"] == 32 and row["embeddings"] == 64
