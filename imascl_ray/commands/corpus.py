@@ -42,6 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the locale/ folders of installed Python packages",
     )
+    gettext.add_argument(
+        "--source",
+        default=None,
+        metavar="PACKAGES",
+        help="only the catalogues inside these installed Python packages, e.g. django,sphinx: an "
+        "out-of-domain held-out set (--root, --no-system and --no-python-packages do not apply)",
+    )
+    gettext.add_argument(
+        "--exclude-corpus",
+        action="append",
+        default=[],
+        metavar="FILE|gettext",
+        help="with --source: drop pairs sharing a sentence (either side, normalised) with this corpus; "
+        "'gettext' is what data.corpus=gettext trains on (repeatable)",
+    )
     gettext.add_argument("--min-words", type=int, default=4, help="English words at least (%(default)s)")
     gettext.add_argument("--max-chars", type=int, default=300, help="characters at most (%(default)s)")
     gettext.add_argument(
@@ -109,19 +124,38 @@ def run(args: argparse.Namespace) -> int:
 def _gettext(args: argparse.Namespace) -> int:
     from imascl_ray.data.corpus_files import corpus_format, write_corpus
     from imascl_ray.data.gettext_corpus import MessageFilter, build_gettext_corpus
+    from imascl_ray.errors import InputError
 
     corpus_format(args.out)  # fail on a bad extension before reading hundreds of catalogues
-    corpus, report = build_gettext_corpus(
-        args.langs,
-        args.pairs,
-        roots=args.root,
-        system=not args.no_system,
-        python_packages=not args.no_python_packages,
-        message_filter=MessageFilter(
-            min_words=args.min_words, max_chars=args.max_chars, allow_placeholders=args.allow_placeholders
-        ),
-        progress=not args.quiet,
+    if args.exclude_corpus and not args.source:
+        raise InputError("--exclude-corpus: only with --source (an out-of-domain set)")
+    message_filter = MessageFilter(
+        min_words=args.min_words, max_chars=args.max_chars, allow_placeholders=args.allow_placeholders
     )
+    dropped = None
+    if args.source:
+        from imascl_ray.data.out_of_domain import build_out_of_domain_corpus, training_sentences
+
+        exclude = {source: training_sentences(source, args.langs) for source in args.exclude_corpus}
+        packages = [name.strip() for name in args.source.split(",") if name.strip()]
+        corpus, report, dropped = build_out_of_domain_corpus(
+            packages,
+            args.langs,
+            args.pairs,
+            exclude=exclude,
+            message_filter=message_filter,
+            progress=not args.quiet,
+        )
+    else:
+        corpus, report = build_gettext_corpus(
+            args.langs,
+            args.pairs,
+            roots=args.root,
+            system=not args.no_system,
+            python_packages=not args.no_python_packages,
+            message_filter=message_filter,
+            progress=not args.quiet,
+        )
     print(
         f"read {report.catalogues} catalogues; messages per language: "
         + ", ".join(f"{code} {count}" for code, count in sorted(report.messages.items()))
@@ -129,7 +163,9 @@ def _gettext(args: argparse.Namespace) -> int:
     kept = ", ".join(f"{code} {count}" for code, count in sorted(report.kept.items()))
     rejected = ", ".join(f"{reason} {count}" for reason, count in report.rejected.most_common())
     print(f"kept per language: {kept}; rejected: {rejected}")
-    _print_counts("pairs per language pair:", report.pairs)
+    if dropped is not None and args.exclude_corpus:
+        print(f"dropped {dropped.dropped} pairs sharing a sentence with {', '.join(args.exclude_corpus)}")
+    _print_counts("pairs per language pair:", corpus.pair_counts())
     path = write_corpus(corpus, args.out)
     print(f"wrote {len(corpus)} pairs to {path}")
     return 0

@@ -30,6 +30,9 @@ class EvalOutcome:
     suite: str
     results: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
+    structure: dict[str, float] = field(default_factory=dict)
+    """With a reference model, the local suite's ``{language: rho, "mean": ...}`` (see
+    :mod:`imascl_ray.eval.structure`)."""
 
 
 def load_sentence_encoder(model: str, *, prefix: str | None = None) -> Any:
@@ -71,11 +74,14 @@ def run_suite(
     batch_size: int = 64,
     device: str | None = None,
     show_progress: bool = True,
+    reference: Any | None = None,
 ) -> EvalOutcome:
     """Run ``suite`` on an already loaded ``encoder`` (anything with ``encode(texts) -> Tensor``).
 
     ``groups`` (``Corpus.groups()``) is required for ``local``; ``tasks`` optionally replaces the mteb
-    task objects of ``paper`` (e.g. with locally injected data).
+    task objects of ``paper`` (e.g. with locally injected data). With a ``reference`` encoder (or its
+    :func:`~imascl_ray.eval.structure.reference_embeddings`), the local suite also measures the
+    monolingual structure kept, per language, as ``local/structure/<lang>``.
     """
     if suite == "local":
         from imascl_ray.eval.local_suite import evaluate_pair_groups, flatten_local
@@ -83,7 +89,13 @@ def run_suite(
         if not groups:
             raise InputError("the local suite needs pair files (--pairs FILE ...)")
         results = evaluate_pair_groups(encoder, groups, k=k, device=device)
-        return EvalOutcome("local", results, flatten_local(results))
+        outcome = EvalOutcome("local", results, flatten_local(results))
+        if reference is not None:
+            from imascl_ray.eval.structure import flatten_structure, monolingual_structure
+
+            outcome.structure = monolingual_structure(encoder, reference, groups)
+            outcome.metrics.update(flatten_structure(outcome.structure))
+        return outcome
     if suite == "paper":
         from imascl_ray.eval.mteb_suite import flatten_paper, run_paper_suite
 
@@ -115,11 +127,13 @@ def evaluate_model(
     show_progress: bool = True,
     load_encoder: Callable[..., Any] | None = None,
     read_corpus: Callable[[Path], Any] | None = None,
+    reference: str | Path | None = None,
 ) -> EvalOutcome:
     """Load ``model`` (hub id, plain HF folder or exported run) and run ``suite`` on it.
 
     This is what the end of ``imascl-ray train`` and of each Tune trial calls on the exported best
     model; ``outcome.metrics`` go to the run with :func:`imascl_ray.eval.tracking.log_metrics`.
+    ``reference`` (a model, e.g. the pretrained student) adds the local suite's monolingual structure.
     """
     if suite not in SUITES:
         raise InputError(f"unknown evaluation suite {suite!r}; choose one of {', '.join(SUITES)}")
@@ -127,6 +141,9 @@ def evaluate_model(
     if suite == "local" and not pair_files:
         raise InputError("the local suite needs pair files (--pairs FILE ...)")
     encoder = (load_encoder or load_sentence_encoder)(str(model), prefix=prefix)
+    reference_encoder = None
+    if reference is not None and suite == "local":
+        reference_encoder = (load_encoder or load_sentence_encoder)(str(reference), prefix=prefix)
     return run_suite(
         encoder,
         suite,
@@ -136,6 +153,7 @@ def evaluate_model(
         batch_size=batch_size,
         device=device,
         show_progress=show_progress,
+        reference=reference_encoder,
     )
 
 
