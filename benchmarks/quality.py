@@ -1,0 +1,277 @@
+"""Where do soft labels win? A seeded study of every loss at equal steps and batch, in and out of domain.
+
+Arms (each trained by the project's own trainer, ``run_training`` on a local Ray cluster, from the same
+pretrained student, with the same data, steps, batch and learning rate):
+
+=================  ==========================================================
+``pretrained``     the student before training (no seed: evaluated once)
+``hard``           ``loss.name=infonce`` (LaBSE / mE5-style hard labels)
+``soft``           ``loss.name=soft loss.labels=priority loss.tms=false``
+``soft_tms``       ``loss.name=soft loss.labels=priority loss.tms=true`` (the paper's best rows)
+``soft_average``   ``loss.name=soft loss.labels=average loss.tms=false``
+``mse``            ``loss.name=mse`` (Reimers & Gurevych 2020)
+=================  ==========================================================
+
+Each trained model is evaluated on
+
+* the **in-domain** test pairs (held out of the same system catalogues as training), and
+* the **out-of-domain** set: the ``django`` and ``sphinx`` packages' catalogues, deduplicated against
+  the whole training corpus on both sides (:mod:`imascl_ray.data.out_of_domain`),
+
+with bitext accuracy both ways, margin accuracy, and the **monolingual structure** kept (Spearman of the
+model's and the pretrained student's within-language cosines, :mod:`imascl_ray.eval.structure`). The
+table gives the mean and spread (sample standard deviation) over seeds (``schedule.seed``: batch order
+and dropout; the splits stay the same, so every arm sees the same test sets). The last stdout line is
+one JSON object with ``soft_minus_hard_bitext`` and ``soft_minus_hard_structure`` (out of domain,
+``soft_tms`` minus ``hard``, in points of accuracy and in rho) and the targets.
+
+Regimes: ``short`` (about one epoch of the quickstart's corpus) and ``long`` (many epochs over a small
+cap of pairs per language pair: where the paper saw hard labels overfit the translation pairs).
+
+    python benchmarks/quality.py --quick                   # 2 seeds, short regime, < 20 min target
+    python benchmarks/quality.py --regime long --seeds 2   # 10 epochs over 200 pairs per language pair
+    python benchmarks/quality.py --smoke                   # tiny random model, seconds (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import emit, log, machine, rounded, set_test_environment
+
+ARMS: dict[str, list[str]] = {
+    "hard": ["loss.name=infonce", "loss.tms=false"],
+    "soft": ["loss.name=soft", "loss.labels=priority", "loss.tms=false"],
+    "soft_tms": ["loss.name=soft", "loss.labels=priority", "loss.tms=true"],
+    "soft_average": ["loss.name=soft", "loss.labels=average", "loss.tms=false"],
+    "mse": ["loss.name=mse", "loss.tms=false"],
+}
+"""The trained arms and the overrides that make each one (on top of the shared base)."""
+
+TARGETS = {"soft_minus_hard_bitext": 1.0, "soft_minus_hard_structure": 0.15}
+"""Out of domain, mean over seeds: points of bitext accuracy, and rho of monolingual structure."""
+
+REGIMES = {
+    # one pass over 1,500 pairs per language pair (4 pairs) at 32 pairs a step is ~190 steps
+    "short": {"cap": 1500, "steps": 150, "eval_every": 50},
+    # 200 pairs per language pair: 25 steps an epoch; 250 steps are 10 epochs
+    "long": {"cap": 200, "steps": 250, "eval_every": 50},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 60 steps, 200 test pairs per pair")
+    parser.add_argument("--smoke", action="store_true", help="tiny random model and corpus (tests)")
+    parser.add_argument("--regime", choices=sorted(REGIMES), default="short")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 2; 3 full)")
+    parser.add_argument("--steps", type=int, default=None, help="override the regime's steps")
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of the arms")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work-dir", default=None, help="keep runs here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds or (1 if args.smoke else 2 if args.quick else 3)
+    unknown = set(args.arms.split(",")) - set(ARMS)
+    if unknown:
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ARMS)}")
+    return args
+
+
+def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str]:
+    """The overrides every arm shares, and the pretrained student's name."""
+    regime = dict(REGIMES[args.regime])
+    if args.quick:
+        regime.update(steps=min(regime["steps"], 60), eval_every=30)
+    if args.steps:
+        regime["steps"] = args.steps
+    common = [
+        f"tracking.output_dir={work}",
+        "tracking.experiment=quality",
+        "eval.suite=none",
+        f"scaling.num_workers={args.workers}",
+        f"schedule.max_steps={regime['steps']}",
+        f"schedule.eval_every={regime['eval_every']}",
+        "schedule.log_every=10",
+    ]
+    if args.smoke:
+        from imascl_ray.data import write_corpus
+        from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+
+        model = str(build_tiny_model(work / "tiny-model"))
+        corpus = write_corpus(synthetic_parallel_corpus(240), work / "tiny-corpus.parquet")
+        return [
+            *common,
+            f"model.name={model}",
+            f"data.corpus={corpus}",
+            "data.languages=[en,fr]",
+            "data.pair_set=en-fr",
+            "data.max_pairs_per_language_pair=120",
+            "data.validation_pairs=40",
+            "data.test_pairs=40",
+            "model.max_length=32",
+            "teacher.max_length=32",
+            "schedule.global_batch_size=16",
+        ], model
+    from imascl_ray.prepare import resolve_model
+
+    return [
+        *common,
+        f"data.max_pairs_per_language_pair={regime['cap']}",
+        f"data.test_pairs={200 if args.quick else 500}",
+    ], resolve_model("offline:multilingual-e5-small")
+
+
+def out_of_domain_groups(args: argparse.Namespace, work: Path, config) -> dict[str, tuple[list, list]]:
+    """The out-of-domain pairs by language pair (smoke: a synthetic corpus of other sentences)."""
+    if args.smoke:
+        from imascl_ray.testing import synthetic_parallel_corpus
+
+        corpus = synthetic_parallel_corpus(60, seed=99)
+        return corpus.groups()
+    from imascl_ray.data import write_corpus
+    from imascl_ray.data.out_of_domain import DEFAULT_SOURCES, build_out_of_domain_corpus, training_sentences
+
+    languages = list(config.data.languages)
+    exclude = {"gettext": training_sentences("gettext", languages)}
+    corpus, _, dropped = build_out_of_domain_corpus(
+        DEFAULT_SOURCES, languages, config.data.pair_set, exclude=exclude
+    )
+    write_corpus(corpus, work / "out-of-domain.parquet")
+    log(f"out-of-domain set: {corpus.pair_counts()} ({dropped.dropped} pairs dropped as seen in training)")
+    return corpus.groups()
+
+
+def evaluate(encoder, reference: dict[str, dict], groups: dict[str, dict]) -> dict[str, float]:
+    """Bitext accuracy, margin accuracy (mean over pairs, in points) and structure, per held-out set."""
+    from imascl_ray.eval.local_suite import evaluate_pair_groups
+    from imascl_ray.eval.structure import monolingual_structure
+
+    scores: dict[str, float] = {}
+    for name, pair_groups in groups.items():
+        results = evaluate_pair_groups(encoder, pair_groups)
+        for key, short in (("accuracy", "acc"), ("margin_accuracy", "margin_acc")):
+            scores[f"{name}/{short}"] = 100 * statistics.fmean(entry[key] for entry in results.values())
+        for direction in ("src_to_tgt", "tgt_to_src"):
+            values = [entry[f"accuracy_{direction}"] for entry in results.values()]
+            scores[f"{name}/acc_{direction}"] = 100 * statistics.fmean(values)
+        scores[f"{name}/structure"] = monolingual_structure(encoder, reference[name], pair_groups)["mean"]
+    return scores
+
+
+def summarise(scores: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{arm: {metric: {"mean", "spread", "n"}}}`` over the seeds of each arm."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for arm, runs in scores.items():
+        summary[arm] = {}
+        for metric in runs[0]:
+            values = [run[metric] for run in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[arm][metric] = {
+                "mean": values and statistics.fmean(values),
+                "spread": spread,
+                "n": len(values),
+            }
+    return summary
+
+
+def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The paper-style table: one row per arm, mean ± spread over seeds."""
+    columns = [
+        ("in-domain acc", "test/acc"),
+        ("ood acc", "ood/acc"),
+        ("ood en→xx", "ood/acc_src_to_tgt"),
+        ("ood xx→en", "ood/acc_tgt_to_src"),
+        ("ood margin acc", "ood/margin_acc"),
+        ("in-domain structure", "test/structure"),
+        ("ood structure", "ood/structure"),
+    ]
+    lines = ["| arm | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for arm, metrics in summary.items():
+        cells = []
+        for _, key in columns:
+            entry = metrics[key]
+            digits = 3 if "structure" in key else 1
+            cell = f"{entry['mean']:.{digits}f}"
+            if entry["n"] > 1:
+                cell += f" ± {entry['spread']:.{digits}f}"
+            cells.append(cell)
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    set_test_environment()
+    from imascl_ray.config import load_config, resolve_recipe
+    from imascl_ray.data import read_corpus
+    from imascl_ray.eval.runner import load_sentence_encoder
+    from imascl_ray.eval.structure import reference_embeddings
+    from imascl_ray.train.session import ray_session
+    from imascl_ray.train.trainer import run_training
+
+    arms = args.arms.split(",")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="imascl-quality-") as scratch:
+        work = Path(args.work_dir or scratch).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        common, pretrained_name = base_overrides(args, work)
+        recipe = resolve_recipe("quickstart")
+        base = load_config(recipe, common)
+        pretrained = load_sentence_encoder(pretrained_name)
+        groups: dict[str, dict] = {"ood": out_of_domain_groups(args, work, base)}
+        scores: dict[str, list[dict[str, float]]] = {}
+        with ray_session(None, base):
+            for seed in range(args.seeds):
+                for arm in arms:
+                    config = load_config(recipe, [*common, *ARMS[arm], f"schedule.seed={1000 + seed}"])
+                    log(
+                        f"seed {seed + 1}/{args.seeds}, arm {arm}: training {config.schedule.max_steps} steps"
+                    )
+                    outcome = run_training(config, run_name=f"{args.regime}-{arm}-seed{seed}", evaluate=False)
+                    if "test" not in groups:  # the splits are the same for every arm and seed
+                        groups["test"] = read_corpus(outcome.run_dir / "data" / "test.parquet").groups()
+                        reference = {name: reference_embeddings(pretrained, g) for name, g in groups.items()}
+                        scores["pretrained"] = [evaluate(pretrained, reference, groups)]
+                    scores.setdefault(arm, []).append(
+                        evaluate(load_sentence_encoder(str(outcome.model_dir)), reference, groups)
+                    )
+                    log(f"  {arm}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores[arm][-1].items()))
+    summary = summarise({"pretrained": scores.pop("pretrained"), **scores})
+    print(table(summary))
+    result: dict[str, Any] = {
+        "benchmark": "quality",
+        "regime": args.regime,
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
+        "seeds": args.seeds,
+        "steps": base.schedule.max_steps,
+        "global_batch": base.schedule.global_batch_size,
+        "pairs": {name: {pair: len(s) for pair, (s, _) in g.items()} for name, g in groups.items()},
+        "arms": {
+            arm: {k: rounded(v["mean"], 4) for k, v in metrics.items()} for arm, metrics in summary.items()
+        },
+        "spread": {
+            arm: {k: rounded(v["spread"], 3) for k, v in metrics.items()} for arm, metrics in summary.items()
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": machine(),
+        "targets": TARGETS,
+    }
+    if {"soft_tms", "hard"} <= set(summary):
+        soft, hard = summary["soft_tms"], summary["hard"]
+        result["soft_minus_hard_bitext"] = rounded(soft["ood/acc"]["mean"] - hard["ood/acc"]["mean"], 3)
+        result["soft_minus_hard_structure"] = rounded(
+            soft["ood/structure"]["mean"] - hard["ood/structure"]["mean"], 3
+        )
+        result["targets_met"] = {key: result[key] >= target for key, target in TARGETS.items()}
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
