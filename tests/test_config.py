@@ -121,7 +121,7 @@ def test_a_trimmed_vocabulary_with_an_evaluation_on_other_texts_is_refused(overr
 
 
 def test_whole_numbers_and_flags_are_strict_floats_and_strings_are_not():
-    """A uniform draw of 10.0 is not a step count and 1 is not a flag; "3e-5" (a YAML 1.1 string) is a float."""
+    """A uniform draw of 10.0 is not a step count, 1 is not a flag; "3e-5" (a YAML 1.1 string) is a float."""
     with pytest.raises(InputError, match=r"schedule\.max_steps must be int \| null, got 10\.0 \(float\)"):
         load_config(None, ["schedule.max_steps=10.0"])
     with pytest.raises(InputError, match=r"schedule\.epochs must be int, got True \(bool\)"):
