@@ -68,6 +68,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_model_reference(model: str) -> None:
+    """A model that is neither a path here nor a hub id is one clear line, not the hub client's traceback."""
+    from pathlib import Path
+
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from imascl_ray.errors import InputError
+
+    if Path(model).exists():
+        return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise InputError(
+            f"{model}: no such model folder, and not a Hugging Face hub id (name or namespace/name)"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate with the real model and corpus loaders."""
     return execute(args)
@@ -90,6 +108,7 @@ def execute(
         raise InputError(f"--margin-k must be at least 1, got {args.margin_k}")
     if args.markdown and not args.suite:
         raise InputError("--markdown needs --suite paper (the local suite prints its own table)")
+    check_model_reference(args.model)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     suite = "paper" if args.suite else "local"
     outcome = evaluate_model(
