@@ -24,10 +24,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from imascl_ray.config import load_config, resolve_recipe
+
+    config = load_config(resolve_recipe(args.config), args.overrides)  # bad input stops before Ray starts
+
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training
 
-    config = load_config(resolve_recipe(args.config), args.overrides)
     with ray_session(args.address, config):
         outcome = run_training(config)
     print(f"best validation accuracy: {outcome.best_score:.4f}")
