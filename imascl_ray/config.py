@@ -5,11 +5,11 @@ values, :func:`flatten`) to every Ray worker (as a plain dict, :func:`to_dict` /
 Every key is checked: an unknown key names itself, where it came from (file and line, or the command
 line) and the closest known key; a value of the wrong type names the key and the type it needs.
 
-The sections are pydantic dataclasses: pydantic checks and converts the types (its lax mode: ``"3e-5"``
-is a float, ``"yes"`` a bool, ``7`` may be a str), refuses unknown keys, and reads the docstring under
-each field as its description, from which ``imascl-ray config --reference`` and the README's reference
-are generated (:mod:`imascl_ray.config_schema` does that part and keeps every value's file and line).
-This module declares the fields and adds the ranges and rules between keys (:func:`_validate`).
+The sections are pydantic dataclasses: pydantic checks and converts the types (ints and bools strictly;
+floats and strings laxly: ``"3e-5"`` is a float, ``7`` may be a str), refuses unknown keys, and reads the
+docstring under each field as its description, from which ``imascl-ray config --reference`` and the
+README's reference are generated (:mod:`imascl_ray.config_schema` does that part and keeps every value's
+file and line). This module declares the fields and adds ranges and rules between keys (:func:`_validate`).
 """
 
 from __future__ import annotations
@@ -280,8 +280,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def from_flat(values: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> Config:
     """A :class:`Config` from flat ``{"section.key": value}`` values (Tune's param space uses this form).
 
-    pydantic checks the types (:func:`~imascl_ray.config_schema.validate_flat`), then :func:`_validate`
-    the ranges and the rules between keys; every error names the key and where its value came from.
+    pydantic checks the types (:func:`~imascl_ray.config_schema.validate_flat`: an error names the key
+    and where its value came from), then :func:`_validate` the ranges and the rules between keys.
     """
     origins = origins or {}
     config = validate_flat(Config, values, origins, RETIRED_KEYS)

@@ -1,4 +1,4 @@
-"""The thirteen bad inputs of a new user, through the real command line (``python -m imascl_ray``).
+"""Bad inputs of a new user (issue 14's thirteen, and one more) through the real command line.
 
 Each one must give exactly one line on stderr naming the file and line, or the key, exit with code 2,
 and leave nothing behind of what the command was about to write: every command runs in an empty
@@ -52,6 +52,12 @@ CASES = [
         {"pairs.tsv": tsv(GOOD_ROW)},
         ["eval", "./no-such-model", "--pairs", "pairs.tsv", "--output", "scores.json"],
         r"\./no-such-model: no such model folder, and not a Hugging Face hub id",
+    ),
+    (
+        "a hub id with the hub offline and no cached copy",
+        {"pairs.tsv": tsv(GOOD_ROW)},
+        ["eval", "no-such-org/no-such-model", "--pairs", "pairs.tsv", "--output", "scores.json"],
+        r"no-such-org/no-such-model: no such model folder, and the hub is offline",
     ),
     (
         "a missing column",
@@ -121,6 +127,7 @@ def test_a_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, name, inpu
     before = files_under(tmp_path)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     environment.pop("IMASCL_DEBUG", None)
+    environment["HF_HUB_OFFLINE"] = "1"  # as on the test machines: nothing from the hub
     result = subprocess.run(
         [sys.executable, "-m", "imascl_ray", *argv],
         cwd=tmp_path,
