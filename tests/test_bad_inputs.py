@@ -1,4 +1,4 @@
-"""Bad inputs of a new user (issue 14's thirteen, and one more) through the real command line.
+"""Bad inputs of a new user (issue 14's thirteen, and a few more) through the real command line.
 
 Each one must give exactly one line on stderr naming the file and line, or the key, exit with code 2,
 and leave nothing behind of what the command was about to write: every command runs in an empty
@@ -58,6 +58,18 @@ CASES = [
         {"pairs.tsv": tsv(GOOD_ROW)},
         ["eval", "no-such-org/no-such-model", "--pairs", "pairs.tsv", "--output", "scores.json"],
         r"no-such-org/no-such-model: no such model folder, and the hub is offline",
+    ),
+    (
+        "a corpus file that does not exist",
+        {},
+        [*TRAIN, "data.corpus=nope.tsv"],
+        r"data\.corpus: nope\.tsv: no such corpus file",
+    ),
+    (
+        "a student that is neither a folder nor a hub id",
+        {},
+        [*TRAIN, "model.name=./my-model"],
+        r"model\.name: \./my-model: no such model folder, and not a Hugging Face hub id",
     ),
     (
         "a missing column",
