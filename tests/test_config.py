@@ -150,3 +150,13 @@ def test_the_descriptions_are_the_docstrings_under_the_fields():
         ScheduleConfig.__pydantic_fields__["max_steps"].description.split()
     )
     assert docs["tracking.storage_path"].endswith("(None: ``<output_dir>/ray``).")  # two lines, joined
+
+
+def test_a_retired_key_names_what_replaced_it(monkeypatch):
+    from imascl_ray import config as config_module
+
+    monkeypatch.setitem(config_module.RETIRED_KEYS, "loss.old_knob", "loss.tau")
+    with pytest.raises(
+        InputError, match=r"command line \(loss\.old_knob=1\): loss\.old_knob is gone; use loss\.tau"
+    ):
+        load_config(None, ["loss.old_knob=1"])
