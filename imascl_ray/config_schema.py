@@ -30,13 +30,11 @@ from imascl_ray.errors import InputError
 SECTION_RULES = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True, coerce_numbers_to_str=True)
 """Unknown keys are errors; the string under a field is its description; a number may be given for a str."""
 _WHOLE_OR_FLAG = {"int": int, "bool": bool, "int | None": int | None, "bool | None": bool | None}
+# Keyed by the annotation as written (a string under ``from __future__ import annotations``) and as a type.
 STRICT = {
     key: typing.Annotated[hint, pydantic.Strict()]
     for spelled, hint in _WHOLE_OR_FLAG.items()
-    for key in (
-        spelled,
-        hint,
-    )  # the annotation as a string (``from __future__ import annotations``) or a type
+    for key in (spelled, hint)
 }
 
 
