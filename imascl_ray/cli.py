@@ -1,9 +1,15 @@
-"""The ``imascl-ray`` command line: finds the sub-commands in :mod:`imascl_ray.commands` and runs one."""
+"""The ``imascl-ray`` command line: finds the sub-commands in :mod:`imascl_ray.commands` and runs one.
+
+Bad input (an :class:`~imascl_ray.errors.InputError`, or a path that does not exist, is not a folder or
+may not be written) is one line on stderr and exit code 2, whatever the command; ``--debug`` (before or
+after the command) or ``IMASCL_DEBUG=1`` shows the traceback instead, for bug reports.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -12,6 +18,10 @@ from types import ModuleType
 from imascl_ray import __version__, commands
 from imascl_ray.errors import InputError
 from imascl_ray.logs import configure_logging
+
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+"""Operating-system errors that mean "this path is wrong", reported like an :class:`InputError`."""
+DEBUG_VARIABLE = "IMASCL_DEBUG"
 
 
 def discover_commands() -> dict[str, ModuleType]:
@@ -30,9 +40,15 @@ def build_parser(found: dict[str, ModuleType]) -> argparse.ArgumentParser:
         description="Soft contrastive learning for multilingual sentence embeddings, with Ray.",
     )
     parser.add_argument("--version", action="version", version=f"imascl-ray {__version__}")
+    debug_help = f"show the traceback of an input error (as {DEBUG_VARIABLE}=1 does)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    after_command = argparse.ArgumentParser(add_help=False)
+    after_command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in found.items():
-        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command_parser = sub.add_parser(
+            name, help=module.HELP, description=module.HELP, parents=[after_command]
+        )
         module.add_arguments(command_parser)
     return parser
 
@@ -63,11 +79,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = discover_commands()
     args = parse_arguments(build_parser(found), argv)
     configure_logging()
+    debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         return int(found[args.command].run(args) or 0)
-    except InputError as error:
-        print(f"imascl-ray {args.command}: error: {error}", file=sys.stderr)
+    except (InputError, *PATH_ERRORS) as error:
+        if debug:
+            raise
+        print(f"imascl-ray {args.command}: error: {describe(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def describe(error: Exception) -> str:
+    """The error as one line: ``"<path>: No such file or directory"`` for a path error, the message else."""
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or error}"
+    else:
+        text = str(error)
+    return " ".join(text.split())

@@ -4,22 +4,35 @@ The same object flows unchanged from the command line to Tune's param space (as 
 values, :func:`flatten`) to every Ray worker (as a plain dict, :func:`to_dict` / :func:`from_dict`).
 Every key is checked: an unknown key names itself, where it came from (file and line, or the command
 line) and the closest known key; a value of the wrong type names the key and the type it needs.
+
+The sections are pydantic dataclasses: pydantic checks and converts the types (ints and bools strictly;
+floats and strings laxly: ``"3e-5"`` is a float, ``7`` may be a str), refuses unknown keys, and reads the
+docstring under each field as its description, from which ``imascl-ray config --reference`` and the
+README's reference are generated (:mod:`imascl_ray.config_schema` does that part and keeps every value's
+file and line). This module declares the fields and adds ranges and rules between keys (:func:`_validate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import itertools
-import types
-import typing
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from imascl_ray import config_schema
+from imascl_ray.config_schema import compose_yaml_file as compose_yaml_file  # re-exported: tune.space
+from imascl_ray.config_schema import (
+    field_types,
+    flatten_dict,
+    parse_override,
+    plain,
+    read_yaml,
+    validate_flat,
+)
+from imascl_ray.config_schema import section_dataclass as dataclass  # every section: a pydantic dataclass
 from imascl_ray.errors import InputError
 
 
@@ -227,6 +240,9 @@ class Config:
 
 RECIPES = Path(__file__).parent / "recipes"
 
+RETIRED_KEYS: dict[str, str] = {"loss.label": "loss.name (which loss) and loss.labels (priority or average)"}
+"""Keys that no longer exist, and what replaced them (the message names them)."""
+
 
 def recipe_names() -> list[str]:
     """The recipes shipped with the package (``imascl_ray/recipes/*.yaml``), by name."""
@@ -253,7 +269,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if path is not None:
-        values, origins = _read_yaml(Path(path))
+        values, origins = read_yaml(Path(path))
     for override in overrides:
         key, value = parse_override(override)
         values[key] = value
@@ -261,28 +277,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return from_flat(values, origins)
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"loss.tau=0.05"`` -> ``("loss.tau", 0.05)``; the value is read as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise InputError(f"override {text!r} is not of the form section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as error:
-        raise InputError(f"override {text!r}: the value is not valid YAML ({error})") from None
-    return key.strip(), value
-
-
 def from_flat(values: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> Config:
-    """A :class:`Config` from flat ``{"section.key": value}`` values (Tune's param space uses this form)."""
+    """A :class:`Config` from flat ``{"section.key": value}`` values (Tune's param space uses this form).
+
+    pydantic checks the types (:func:`~imascl_ray.config_schema.validate_flat`: an error names the key
+    and where its value came from), then :func:`_validate` the ranges and the rules between keys.
+    """
     origins = origins or {}
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in values.items():
-        section, dot, name = key.partition(".")
-        if not dot:
-            raise InputError(f"{_where(key, origins)}: {key!r} is not a section.key name{_suggest(key)}")
-        nested.setdefault(section, {})[name] = (value, key)
-    return _build(Config, nested, origins)
+    config = validate_flat(Config, values, origins, RETIRED_KEYS)
+    _validate(config)
+    return config
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:
@@ -292,24 +296,12 @@ def from_dict(data: Mapping[str, Any]) -> Config:
 
 def to_dict(config: Config) -> dict[str, Any]:
     """A nested dict of plain values (YAML/JSON-safe; tuples become lists)."""
-    return _plain(dataclasses.asdict(config))
+    return plain(dataclasses.asdict(config))
 
 
 def flatten(config: Config) -> dict[str, Any]:
     """``{"loss.tau": 0.1, ...}``: one entry per field (for MLflow params and Tune search spaces)."""
     return flatten_dict(to_dict(config))
-
-
-def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings into dotted keys (lists stay values)."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_dict(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def dump_yaml(config: Config, path: str | Path) -> None:
@@ -321,263 +313,75 @@ def dump_yaml(config: Config, path: str | Path) -> None:
 
 def known_keys() -> list[str]:
     """Every ``section.key`` of :class:`Config`."""
-    return list(flatten(Config()))
+    return list(field_types(Config))
 
 
 def field_docs() -> list[tuple[str, str, Any, str]]:
     """``(key, type, default, description)`` for every field: the README's configuration reference."""
-    rows = []
-    hints_by_section = {}
-    for section in dataclasses.fields(Config):
-        section_type = typing.get_type_hints(Config)[section.name]
-        hints_by_section[section.name] = typing.get_type_hints(section_type)
-        docs = _attribute_docs(section_type)
-        for item in dataclasses.fields(section_type):
-            hint = hints_by_section[section.name][item.name]
-            default = getattr(section_type(), item.name)
-            rows.append((f"{section.name}.{item.name}", _type_name(hint), default, docs.get(item.name, "")))
-    return rows
+    return config_schema.field_docs(Config)
 
 
 def reference_markdown() -> str:
     """The configuration reference (a Markdown table per section) that the README embeds."""
-    lines: list[str] = []
-    section = None
-    for key, type_name, default, doc in field_docs():
-        name = key.split(".")[0]
-        if name != section:
-            section = name
-            section_doc = (typing.get_type_hints(Config)[name].__doc__ or "").strip()
-            lines += [
-                "",
-                f"**{name}**: {section_doc}",
-                "",
-                "| key | type | default | meaning |",
-                "|---|---|---|---|",
-            ]
-        shown = (
-            "null" if default is None else yaml.safe_dump(_plain(default), default_flow_style=True).strip()
-        )
-        shown = shown.removesuffix("...").strip()
-        lines.append(f"| `{key}` | {type_name.replace('|', '/')} | `{shown}` | {doc} |")
-    return "\n".join(lines).strip() + "\n"
+    return config_schema.reference_markdown(Config)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Internals
+# What the types above cannot say: ranges, and rules between keys
 
-
-def compose_yaml_file(path: Path, what: str = "config file") -> yaml.Node | None:
-    """The YAML node tree of ``path`` (it keeps line numbers), None for an empty file; an unreadable,
-    non-UTF-8 or invalid file is an :class:`InputError` naming it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such {what}") from None
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    try:
-        return yaml.compose(text)
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML: {error}") from None
-
-
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """Flat values of a YAML recipe and, for each key, ``"<file>, line <n>"``."""
-    root = compose_yaml_file(path)
-    if root is None:
-        return {}, {}
-    if not isinstance(root, yaml.MappingNode):
-        raise InputError(f"{path}, line {root.start_mark.line + 1}: a config is a mapping of sections")
-    values: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-
-    def walk(node: yaml.MappingNode, prefix: str) -> None:
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            where = f"{path}, line {key_node.start_mark.line + 1}"
-            if isinstance(value_node, yaml.MappingNode) and not prefix:
-                walk(value_node, f"{key}.")
-                continue
-            values[key] = yaml.safe_load(yaml.serialize(value_node))
-            origins[key] = where
-
-    walk(root, "")
-    return values, origins
-
-
-def _build(
-    cls: type, nested: Mapping[str, Mapping[str, tuple[Any, str]]], origins: Mapping[str, str]
-) -> Config:
-    section_types = typing.get_type_hints(cls)
-    sections: dict[str, Any] = {}
-    for section, items in nested.items():
-        if section not in section_types:
-            first_key = next(iter(items.values()))[1]
-            raise InputError(
-                f"{_where(first_key, origins)}: unknown section {section!r}{_suggest(first_key)}"
-            )
-        section_type = section_types[section]
-        hints = typing.get_type_hints(section_type)
-        kwargs = {}
-        for name, (value, key) in items.items():
-            if name not in hints:
-                raise InputError(f"{_where(key, origins)}: unknown key {key!r}{_suggest(key)}")
-            kwargs[name] = _coerce(value, hints[name], key, origins)
-        sections[section] = section_type(**kwargs)
-    config = cls(**sections)
-    _validate(config)
-    return config
-
-
-def _coerce(value: Any, hint: Any, key: str, origins: Mapping[str, str]) -> Any:
-    """``value`` as type ``hint``, or an :class:`InputError` naming ``key``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-
-    def fail() -> typing.NoReturn:
-        raise InputError(
-            f"{_where(key, origins)}: {key} must be {_type_name(hint)}, "
-            f"got {value!r} ({type(value).__name__})"
-        )
-
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, key, origins)
-            except InputError:
-                continue
-        fail()
-    if origin is Literal:
-        if value in args:
-            return value
-        raise InputError(
-            f"{_where(key, origins)}: {key} must be one of {', '.join(map(repr, args))}, got {value!r}"
-        )
-    if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, Iterable) or isinstance(value, Mapping):
-            fail()
-        items = list(value)
-        if origin is tuple:
-            if len(items) != len(args):
-                fail()
-            return tuple(_coerce(v, a, key, origins) for v, a in zip(items, args, strict=True))
-        return [_coerce(v, args[0], key, origins) for v in items]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        fail()
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        fail()
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "3e-5" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                fail()
-        fail()
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        fail()
-    raise TypeError(f"unsupported config type {hint!r} for {key}")
+LOWER_BOUNDS: dict[str, int] = {
+    "model.max_length": 8,
+    "data.max_pairs_per_language_pair": 1,
+    "data.validation_pairs": 1,
+    "data.test_pairs": 0,
+    "loss.lam": 0,
+    "loss.hard_negatives": 1,
+    "schedule.global_batch_size": 2,
+    "schedule.epochs": 1,
+    "schedule.max_steps": 1,
+    "schedule.log_every": 1,
+    "schedule.eval_every": 1,
+    "schedule.patience": 1,
+    "schedule.keep_checkpoints": 1,
+    "scaling.num_workers": 1,
+    "scaling.max_failures": 0,
+}
+"""The smallest value of each bounded key (None, where a key allows it, is always allowed)."""
+POSITIVE = ("loss.tau", "loss.teacher_tau", "optim.lr", "scaling.cpus_per_worker")
+WHY = {"data.validation_pairs": "the validation pairs score every run and choose its best checkpoint"}
 
 
 def _validate(config: Config) -> None:
-    """Checks between fields, and ranges a type cannot express."""
-    checks = [
-        (config.loss.tau > 0, "loss.tau", "must be positive"),
-        (
-            config.loss.teacher_tau is None or config.loss.teacher_tau > 0,
-            "loss.teacher_tau",
-            "must be positive",
-        ),
-        (config.loss.lam >= 0, "loss.lam", "must not be negative"),
-        (config.loss.hard_negatives >= 1, "loss.hard_negatives", "must be at least 1"),
-        (config.optim.lr > 0, "optim.lr", "must be positive"),
-        (0 <= config.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)"),
-        (config.schedule.global_batch_size >= 2, "schedule.global_batch_size", "must be at least 2"),
-        (config.schedule.epochs >= 1, "schedule.epochs", "must be at least 1"),
-        (
-            config.schedule.max_steps is None or config.schedule.max_steps >= 1,
-            "schedule.max_steps",
-            "must be >= 1",
-        ),
-        (config.schedule.log_every >= 1, "schedule.log_every", "must be at least 1"),
-        (config.schedule.eval_every >= 1, "schedule.eval_every", "must be at least 1"),
-        (
-            config.schedule.patience is None or config.schedule.patience >= 1,
-            "schedule.patience",
-            "must be >= 1",
-        ),
-        (config.scaling.num_workers >= 1, "scaling.num_workers", "must be at least 1"),
-        (config.scaling.max_failures >= 0, "scaling.max_failures", "must not be negative"),
-        (config.model.max_length >= 8, "model.max_length", "must be at least 8"),
-        (len(config.data.languages) >= 2, "data.languages", "must name at least two languages"),
-    ]
-    for ok, key, message in checks:
-        if not ok:
-            raise InputError(f"{key} {message}")
+    """Ranges a type cannot express, and rules between keys; an error names the key(s) and the value.
+
+    (No file and line here: a search space checks each searched value through :func:`from_flat` and
+    names its own line.)
+    """
+    for key, value in flatten(config).items():
+        if value is None:
+            continue
+        if key in POSITIVE and value <= 0:
+            raise InputError(f"{key} must be positive, got {value}")
+        if key in LOWER_BOUNDS and value < LOWER_BOUNDS[key]:
+            need = (
+                "must not be negative" if LOWER_BOUNDS[key] == 0 else f"must be at least {LOWER_BOUNDS[key]}"
+            )
+            raise InputError(f"{key} {need}, got {value}" + (f": {WHY[key]}" if key in WHY else ""))
+    if not 0 <= config.optim.warmup_ratio < 1:
+        raise InputError(f"optim.warmup_ratio must be in [0, 1), got {config.optim.warmup_ratio}")
+    if len(config.data.languages) < 2:
+        raise InputError("data.languages must name at least two languages")
     if config.schedule.global_batch_size % config.scaling.num_workers:
         raise InputError(
             f"schedule.global_batch_size ({config.schedule.global_batch_size}) must be divisible by "
             f"scaling.num_workers ({config.scaling.num_workers}): every worker takes an equal slice"
         )
-
-
-def _where(key: str, origins: Mapping[str, str]) -> str:
-    return origins.get(key, "config")
-
-
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin in (list, tuple):
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-
-def _attribute_docs(cls: type) -> dict[str, str]:
-    """The string literal under each dataclass field (``field: T = x`` then ``\"\"\"doc\"\"\"``)."""
-    import ast
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for statement, following in itertools.pairwise(body):
-        if (
-            isinstance(statement, ast.AnnAssign)
-            and isinstance(statement.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[statement.target.id] = " ".join(following.value.value.split())
-    return docs
+    elsewhere = (
+        "eval.pairs" if config.eval.pairs else "eval.suite=paper" if config.eval.suite == "paper" else ""
+    )
+    if config.model.trim_vocabulary and elsewhere:
+        raise InputError(
+            f"model.trim_vocabulary=true and {elsewhere}: the trimmed vocabulary covers the run's corpus "
+            "only, so texts from elsewhere would be scored with unknown pieces; change one of the two "
+            "(eval.suite=local without eval.pairs scores the run's own test pairs)"
+        )

@@ -100,17 +100,9 @@ def load_source_corpus(config: Config, cache_dir: Path) -> Corpus:
     """The corpus ``data.corpus`` names: a file, ``hub:<dataset>``, or ``gettext`` (cached as Parquet)."""
     source = config.data.corpus
     if source == "gettext":
-        from imascl_ray.data.gettext_corpus import build_gettext_corpus
+        from imascl_ray.data.gettext_corpus import cached_gettext_corpus
 
-        path = cache_dir / f"gettext-{'-'.join(config.data.languages)}.parquet"
-        if path.is_file():
-            logger.info("corpus: reusing %s", path)
-            return read_corpus(path)
-        corpus, report = build_gettext_corpus(config.data.languages, "all")
-        logger.info("corpus: %s", report)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        write_corpus(corpus, path)
-        return corpus
+        return cached_gettext_corpus(config.data.languages, cache_dir)
     if source.startswith("hub:"):
         return load_hub_corpus(source.removeprefix("hub:"))
     return read_corpus(source)

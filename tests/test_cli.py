@@ -73,3 +73,35 @@ def test_a_stray_argument_after_an_option_is_still_a_usage_error(capsys):
         cli.main(["train", "quickstart", "--address", "auto", "stray"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            FileNotFoundError(2, "No such file or directory", "runs/x.yaml"),
+            "runs/x.yaml: No such file or directory",
+        ),
+        (PermissionError(13, "Permission denied", "/root/out"), "/root/out: Permission denied"),
+        (
+            InputError("space.yaml: not valid YAML: while parsing\n  in line 3\n    ^"),
+            "space.yaml: not valid",
+        ),
+    ],
+)
+def test_path_errors_and_multi_line_messages_are_one_line_too(monkeypatch, capsys, error, line):
+    def run(args):
+        raise error
+
+    broken = SimpleNamespace(NAME="broken", HELP="fails", add_arguments=lambda parser: None, run=run)
+    monkeypatch.setattr(cli, "discover_commands", lambda: {"broken": broken})
+    monkeypatch.delenv(cli.DEBUG_VARIABLE, raising=False)
+    assert cli.main(["broken"]) == 2
+    printed = capsys.readouterr().err.splitlines()
+    assert len(printed) == 1 and printed[0].startswith(f"imascl-ray broken: error: {line}")
+    monkeypatch.setenv(cli.DEBUG_VARIABLE, "1")
+    with pytest.raises(type(error)):
+        cli.main(["broken"])
+    monkeypatch.delenv(cli.DEBUG_VARIABLE)
+    with pytest.raises(type(error)):
+        cli.main(["broken", "--debug"])

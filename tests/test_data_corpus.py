@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -207,3 +208,69 @@ def test_tsv_writer_refuses_a_tab_inside_a_sentence(tmp_path):
     with pytest.raises(InputError, match=r"row 2, field src holds a tab or newline"):
         write_corpus(corpus, tmp_path / "c.tsv")
     assert read_corpus(write_corpus(corpus, tmp_path / "c.jsonl")) == corpus
+    assert not (tmp_path / "c.tsv").exists()  # checked before anything is written
+
+
+def test_a_repeated_tsv_column_names_the_file_line_1_and_the_column(tmp_path):
+    """It used to be accepted, the last ``src`` column silently winning."""
+    path = write_tsv(
+        tmp_path / "c.tsv",
+        ["src_lang", "tgt_lang", "src", "tgt", "src"],
+        ["en\tfr\tOne two three four\tUn deux trois quatre\tFive six seven eight"],
+    )
+    with pytest.raises(InputError, match=rf"^{path} line 1: column\(s\) src repeated in the header"):
+        read_corpus(path)
+
+
+def test_a_repeated_jsonl_key_names_the_line_and_the_key(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"src_lang": "en", "tgt_lang": "fr", "src": "a", "tgt": "b"}\n'
+        '{"src_lang": "en", "tgt_lang": "fr", "src": "a", "tgt": "b", "src": "c"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError, match=rf"^{path} line 2: key 'src' repeated"):
+        read_corpus(path)
+
+
+class Killed(BaseException):
+    """A kill in the middle of a write."""
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl", ".parquet"])
+def test_a_write_killed_halfway_leaves_the_old_file_whole_and_no_temporary(tmp_path, suffix, monkeypatch):
+    target = write_corpus(sample(), tmp_path / f"c{suffix}")
+    before = target.read_bytes()
+    real_open, real_write_table = Path.open, pq.write_table
+
+    class DiesAfterTwoWrites:
+        def __init__(self, handle):
+            self.handle, self.writes = handle, 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes > 2:
+                raise Killed
+            return self.handle.write(text)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def half_a_parquet_file(table, where, **kwargs):
+        real_write_table(table, where, **kwargs)
+        Path(where).write_bytes(Path(where).read_bytes()[:100])
+        raise Killed
+
+    def opened(self, mode="r", *args, **kwargs):
+        handle = real_open(self, mode, *args, **kwargs)
+        return DiesAfterTwoWrites(handle) if "w" in mode else handle
+
+    monkeypatch.setattr(Path, "open", opened)
+    monkeypatch.setattr(pq, "write_table", half_a_parquet_file)
+    with pytest.raises(Killed):
+        write_corpus(Corpus.from_pairs(ROWS * 20), target)
+    assert target.read_bytes() == before
+    assert [path.name for path in tmp_path.iterdir()] == [target.name]

@@ -4,6 +4,7 @@ real catalogues of this machine."""
 from __future__ import annotations
 
 import gettext
+import os
 import struct
 
 import pytest
@@ -14,6 +15,7 @@ from imascl_ray.data.gettext_corpus import (
     PLACEHOLDER,
     MessageFilter,
     build_gettext_corpus,
+    cached_gettext_corpus,
     clean_mnemonics,
     read_mo,
 )
@@ -213,6 +215,35 @@ def test_build_pairs_joins_on_english_and_deduplicates(locale_tree):
         "en,fr,ja", "en-xx", roots=[locale_tree], system=False, python_packages=False, progress=False
     )[0]
     assert only_english.pair_counts() == {"en-fr": 3, "en-ja": 2}
+
+
+def test_the_cached_corpus_is_rebuilt_when_a_catalogue_changes(locale_tree, tmp_path):
+    """The cache was keyed by the languages alone: an upgraded catalogue kept serving the old corpus."""
+    cache = tmp_path / "cache"
+    options = {"roots": [locale_tree], "system": False, "python_packages": False}
+    first = cached_gettext_corpus("en,fr,ja", cache, **options)
+    assert first.pair_counts() == {"en-fr": 3, "en-ja": 2, "fr-ja": 2}
+    (cached,) = cache.iterdir()  # one whole file, no temporary left
+    assert cached_gettext_corpus("en,fr,ja", cache, **options) == first
+    assert list(cache.iterdir()) == [cached]  # reused
+
+    japanese = locale_tree / "ja/LC_MESSAGES/alpha.mo"
+    write_mo(
+        japanese,
+        {
+            "Open the selected file in a new window": "選択したファイルを新しいウィンドウで開く(_O)",
+            "Quit the application right away": "アプリケーションをすぐに終了する",
+            "Close all the open documents now": "開いている文書をすべて今すぐ閉じる",
+        },
+    )
+    upgraded = cached_gettext_corpus("en,fr,ja", cache, **options)
+    assert upgraded.pair_counts() == {"en-fr": 3, "en-ja": 3, "fr-ja": 3}
+    assert len(list(cache.iterdir())) == 2
+
+    stat = japanese.stat()
+    os.utime(japanese, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same size, touched: rebuilt
+    assert cached_gettext_corpus("en,fr,ja", cache, **options) == upgraded
+    assert len(list(cache.iterdir())) == 3
 
 
 def test_cli_writes_the_corpus_and_prints_counts(locale_tree, tmp_path, capsys):

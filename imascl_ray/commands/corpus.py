@@ -184,7 +184,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from imascl_ray.data.corpus_files import read_corpus, write_corpus
+    from imascl_ray.data.corpus_files import check_writable, corpus_format, read_corpus, write_corpus
     from imascl_ray.data.languages import parse_languages
     from imascl_ray.data.split import (
         cap_per_pair,
@@ -197,6 +197,9 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if args.validation and not args.validation_out:
         raise InputError("--validation-out: needed when --validation is given")
+    for output in (args.train_out, args.validation_out):
+        if output is not None:
+            corpus_format(output)  # a bad extension stops before the corpus is read
     corpus = read_corpus(args.path, empty=args.empty)
     if corpus.dropped:
         print("dropped while reading: " + ", ".join(f"{k} {v}" for k, v in corpus.dropped.items()))
@@ -217,6 +220,9 @@ def _prepare(args: argparse.Namespace) -> int:
         sets = {path: read_evaluation_sentences(path) for path in args.evaluation}
         train, report = contamination_filter(train, sets)
         print(report.summary())
+    check_writable(train, args.train_out)  # neither file is written when one of them cannot be
+    if validation is not None:
+        check_writable(validation, args.validation_out)
     _print_counts(f"training: {len(train)} pairs", train.pair_counts())
     print(f"wrote {write_corpus(train, args.train_out)}")
     if validation is not None:

@@ -68,6 +68,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_model_reference(model: str) -> None:
+    """A model that is neither a path here nor a hub id is one clear line, not the hub client's traceback."""
+    from pathlib import Path
+
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from imascl_ray.errors import InputError
+
+    if Path(model).exists():
+        return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise InputError(
+            f"{model}: no such model folder, and not a Hugging Face hub id (name or namespace/name)"
+        ) from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        raise InputError(
+            f"{model}: no such model folder, and the hub is offline (HF_HUB_OFFLINE) with no copy"
+        )
+
+
+def load_checked_encoder(model: str, *, prefix: str | None = None) -> Any:
+    """The real loader, after :func:`check_model_reference` (the pair files have been read by then)."""
+    from imascl_ray.eval.runner import load_sentence_encoder
+
+    check_model_reference(model)
+    return load_sentence_encoder(model, prefix=prefix)
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate with the real model and corpus loaders."""
     return execute(args)
@@ -101,7 +132,7 @@ def execute(
         batch_size=args.batch_size,
         device=args.device,
         tasks=tasks,
-        load_encoder=load_encoder,
+        load_encoder=load_encoder or load_checked_encoder,
         read_corpus=read_corpus,
     )
     if suite == "paper":

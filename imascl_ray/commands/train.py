@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imascl_ray.config import Config
 
 NAME = "train"
 HELP = "Train a student with Ray Train workers (CONFIG: a YAML file or a shipped recipe name)."
@@ -19,15 +23,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_inputs(config: Config) -> None:
+    """The files a run reads exist, and its models are folders or hub ids, before Ray starts: a typo
+    costs a second, not a cluster start, and leaves no run folder behind."""
+    from pathlib import Path
+
+    from imascl_ray.commands.eval import check_model_reference
+    from imascl_ray.errors import InputError
+
+    corpus = config.data.corpus
+    if corpus != "gettext" and not corpus.startswith("hub:") and not Path(corpus).is_file():
+        raise InputError(f"data.corpus: {corpus}: no such corpus file")
+    for key, paths in (("data.exclude", config.data.exclude), ("eval.pairs", config.eval.pairs)):
+        for path in paths:
+            if not Path(path).is_file():
+                raise InputError(f"{key}: {path}: no such file")
+    for key, name in (("model.name", config.model.name), ("teacher.name", config.teacher.name)):
+        if name is not None and not name.startswith("offline:"):
+            try:
+                check_model_reference(name)
+            except InputError as error:
+                raise InputError(f"{key}: {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the config, start or join Ray, train, and print where the model and the metrics are."""
     import json
 
     from imascl_ray.config import load_config, resolve_recipe
+
+    config = load_config(resolve_recipe(args.config), args.overrides)  # bad input stops before Ray starts
+    check_inputs(config)
+
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training
 
-    config = load_config(resolve_recipe(args.config), args.overrides)
     with ray_session(args.address, config):
         outcome = run_training(config)
     print(f"best validation accuracy: {outcome.best_score:.4f}")

@@ -5,15 +5,19 @@ TSV has a header line naming the columns (any order, extra columns ignored) and 
 quoting (a sentence holds no tab or newline). JSONL has one object a line with those keys.
 
 Every problem a user can cause raises :class:`~imascl_ray.errors.InputError` naming the file and the
-line (Parquet: the row) and field: a missing column, a line with the wrong number of fields, bytes
-that are not UTF-8, an unknown language code, an empty or whitespace-only sentence (``empty="error"``;
-by default such rows are dropped and counted in ``Corpus.dropped["empty"]``).
+line (Parquet: the row) and field: a missing or repeated column (a repeated JSON key), a line with the
+wrong number of fields, bytes that are not UTF-8, an unknown language code, an empty or whitespace-only
+sentence (``empty="error"``; by default such rows are dropped and counted in ``Corpus.dropped["empty"]``).
+Files are written whole or not at all (a temporary file in the same folder, then renamed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -146,6 +150,12 @@ def _tsv_rows(path: Path, text: str) -> tuple[Iterator[Row], Callable[[int], str
             f"{path} line 1: empty file, expected a header line {chr(9).join(COLUMNS)}[{chr(9)}{PROVENANCE}]"
         )
     header = [name.strip() for name in lines[0].split("\t")]
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        raise InputError(
+            f"{path} line 1: column(s) {', '.join(repeated)} repeated in the header "
+            f"(found: {', '.join(header)}); which one holds the sentences is ambiguous"
+        )
     missing = [name for name in COLUMNS if name not in header]
     if missing:
         raise InputError(
@@ -172,9 +182,13 @@ def _jsonl_rows(path: Path, text: str) -> tuple[Iterator[Row], Callable[[int], s
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as error:
                 raise InputError(f"{path} line {number}: not valid JSON ({error.msg})") from None
+            except _RepeatedKey as error:
+                raise InputError(
+                    f"{path} line {number}: key {error.args[0]!r} repeated in the object"
+                ) from None
             if not isinstance(record, dict):
                 raise InputError(
                     f"{path} line {number}: expected a JSON object with fields {', '.join(COLUMNS)}"
@@ -185,6 +199,20 @@ def _jsonl_rows(path: Path, text: str) -> tuple[Iterator[Row], Callable[[int], s
             yield number, record
 
     return rows(), lambda number: f"{path} line {number}"
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object as a dict, refusing a repeated key (``json`` would keep the last one silently)."""
+    record: dict[str, object] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
+    return record
 
 
 def _parquet_rows(path: Path) -> tuple[Iterator[Row], Callable[[int], str]]:
@@ -224,38 +252,63 @@ def _parquet_rows(path: Path) -> tuple[Iterator[Row], Callable[[int], str]]:
     return rows(), lambda row: f"{path} row {row}"
 
 
+def check_writable(corpus: Corpus, path: str | Path) -> None:
+    """Raise the error :func:`write_corpus` would raise, before anything is written: an unknown extension,
+    or a tab or newline inside a sentence for TSV (which cannot store one)."""
+    if corpus_format(path) != "tsv":
+        return
+    for name in (*COLUMNS, PROVENANCE):
+        for number, value in enumerate(getattr(corpus, name), start=1):
+            if "\t" in value or "\n" in value or "\r" in value:
+                raise InputError(
+                    f"{path}: row {number}, field {name} holds a tab or newline, "
+                    "which TSV cannot store; write .jsonl or .parquet instead"
+                )
+
+
 def write_corpus(corpus: Corpus, path: str | Path) -> Path:
     """Write ``corpus`` as TSV, JSONL or Parquet (by extension), with the provenance column.
 
-    TSV cannot hold a tab or a newline inside a sentence: such a sentence raises an error naming the
-    row and field (write JSONL or Parquet instead).
+    The file is written whole or not at all: checked first (:func:`check_writable`), then written to a
+    temporary file in the same folder that replaces ``path`` once complete.
     """
     path = Path(path)
     kind = corpus_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(corpus, path)
     names = (*COLUMNS, PROVENANCE)
     columns = [getattr(corpus, name) for name in names]
-    if kind == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_target(path) as temporary:
+        if kind == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        table = pa.table(
-            {name: pa.array(column, type=pa.string()) for name, column in zip(names, columns, strict=True)}
-        )
-        pq.write_table(table, path)
-    elif kind == "jsonl":
-        with path.open("w", encoding="utf-8") as handle:
-            for row in zip(*columns, strict=True):
-                handle.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n")
-    else:
-        with path.open("w", encoding="utf-8", newline="\n") as handle:
-            handle.write("\t".join(names) + "\n")
-            for number, row in enumerate(zip(*columns, strict=True), start=1):
-                for name, value in zip(names, row, strict=True):
-                    if "\t" in value or "\n" in value or "\r" in value:
-                        raise InputError(
-                            f"{path}: row {number}, field {name} holds a tab or newline, "
-                            "which TSV cannot store; write .jsonl or .parquet instead"
-                        )
-                handle.write("\t".join(row) + "\n")
+            arrays = {
+                name: pa.array(column, type=pa.string()) for name, column in zip(names, columns, strict=True)
+            }
+            pq.write_table(pa.table(arrays), temporary)
+        elif kind == "jsonl":
+            with temporary.open("w", encoding="utf-8") as handle:
+                for row in zip(*columns, strict=True):
+                    handle.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n")
+        else:
+            with temporary.open("w", encoding="utf-8", newline="\n") as handle:
+                handle.write("\t".join(names) + "\n")
+                for row in zip(*columns, strict=True):
+                    handle.write("\t".join(row) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` that replaces it (``os.replace``, atomic) when the block succeeds.
+
+    A reader never sees a half-written ``path``: on an error or a kill the temporary file is what is
+    left (removed on an error), and an older ``path`` stays as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -13,11 +13,14 @@ corpora). This module:
    300 characters, translated);
 4. pairs English with each language (``en-xx``) and joins two languages on the English message for the
    other pairs (``fr-ja``, ...), deduplicates on the normalised pair, and records the catalogue (domain)
-   names as provenance.
+   names as provenance;
+5. caches the result for training runs (:func:`cached_gettext_corpus`) under a key of the catalogues
+   read (paths, sizes, modification times) and the filter, so that a package upgrade builds it anew.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import site
@@ -257,6 +260,50 @@ def build_gettext_corpus(
         rows.extend(pair_rows)
     corpus = Corpus(*(list(column) for column in zip(*rows, strict=True))) if rows else Corpus([], [], [], [])
     return corpus, report
+
+
+def catalogue_key(catalogues: Sequence[Catalogue], message_filter: MessageFilter) -> str:
+    """A short hash of the catalogues (path, size, modification time) and the filter: what the corpus
+    is built from. A catalogue added, removed or changed (a package upgrade) gives another key."""
+    digest = hashlib.sha256(repr(message_filter).encode())
+    for catalogue in catalogues:
+        stat = catalogue.path.stat()
+        digest.update(
+            f"\0{catalogue.language}\0{catalogue.path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+        )
+    return digest.hexdigest()[:16]
+
+
+def cached_gettext_corpus(
+    languages: str | Sequence[str],
+    cache_dir: str | Path,
+    *,
+    roots: Iterable[str | Path] | None = None,
+    system: bool = True,
+    python_packages: bool = True,
+) -> Corpus:
+    """The gettext corpus of ``languages`` (every pair), built once per set of catalogues.
+
+    The Parquet cache ``gettext-<languages>-<key>.parquet`` is keyed by :func:`catalogue_key`, not by
+    the languages alone (a changed catalogue used to keep serving the old corpus), and written
+    atomically (a kill mid-write leaves no half file for the next run to read).
+    """
+    from imascl_ray.data.corpus_files import read_corpus, write_corpus
+
+    languages = parse_languages(languages, "data.languages")
+    foreign = [code for code in languages if code != "en"]
+    catalogues = find_catalogues(foreign, roots, system=system, python_packages=python_packages)
+    key = catalogue_key(catalogues, MessageFilter())
+    path = Path(cache_dir) / f"gettext-{'-'.join(languages)}-{key}.parquet"
+    if path.is_file():
+        logger.info("corpus: reusing %s", path)
+        return read_corpus(path)
+    corpus, report = build_gettext_corpus(
+        languages, "all", roots=roots, system=system, python_packages=python_packages
+    )
+    logger.info("corpus: %d pairs from %d catalogues, cached in %s", len(corpus), report.catalogues, path)
+    write_corpus(corpus, path)
+    return corpus
 
 
 def _translations(
