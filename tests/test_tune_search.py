@@ -16,7 +16,8 @@ SPACES = Path(__file__).resolve().parents[1] / "tune_spaces"
 
 def suggestions(space, count: int) -> list[dict]:
     searcher, param_space = _searcher_and_space(space)
-    assert param_space == {}  # Optuna holds the space itself
+    assert set(param_space) == set(space.parameters)  # one Tune param space; OptunaSearch converts it
+    assert searcher.set_search_properties(space.metric, space.mode, param_space)  # as the Tuner does
     return [searcher.suggest(f"trial-{index}") for index in range(count)]
 
 

@@ -1,10 +1,10 @@
-"""Search-space files (``tune_spaces/*.yaml``): parsed and checked before any trial starts.
+"""Search-space files (``tune_spaces/*.yaml``): read and checked before any trial starts.
 
 A space file names a base recipe, fixed overrides, and the config keys to search, each with one
 distribution; plus the metric, the number of samples, the scheduler and the resources of a trial.
-``tune_spaces/README.md`` documents the schema. Everything here is plain Python (YAML, the config
-module, optionally Optuna's distribution classes): no Ray, so a bad file fails fast and the checks are
-unit-tested without a cluster.
+``tune_spaces/README.md`` documents the schema; :mod:`imascl_ray.tune.search_space` holds what a file
+becomes (a :class:`SearchSpace` whose parameters are Ray Tune domains). Reading needs no Ray, so a bad
+file fails fast and the checks are unit-tested without a cluster.
 
 Every error names the file and line (or the key) at fault: an unknown key (with the closest known
 one), a distribution that does not exist, an empty or reversed range, a value of the wrong type for
@@ -14,12 +14,9 @@ sweep splits the corpus for its shared teacher cache, still before any trial sta
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import itertools
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +32,31 @@ from imascl_ray.config import (
     resolve_recipe,
 )
 from imascl_ray.errors import InputError
+from imascl_ray.tune.search_space import (
+    DISTRIBUTIONS,
+    NOT_SEARCHABLE,
+    SCORE,
+    Parameter,
+    SchedulerSettings,
+    SearchSpace,
+    absolute_paths,
+    max_concurrent_trials,
+    same,
+    show,
+    space_to_dict,
+)
 
-SCORE = "val/mean/acc"
-"""The loop's validation metric (:data:`imascl_ray.engine.loop.SCORE`, kept here to stay torch-free)."""
+__all__ = [
+    "NOT_SEARCHABLE",
+    "SCORE",
+    "Parameter",
+    "SearchSpace",
+    "absolute_paths",
+    "load_space",
+    "max_concurrent_trials",
+    "space_to_dict",
+]
 
-DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
 TOP_LEVEL_KEYS = (
     "name",
     "base",
@@ -56,203 +73,6 @@ TOP_LEVEL_KEYS = (
 )
 SCHEDULER_KEYS = ("name", "time_attr", "grace_period", "max_t", "reduction_factor")
 RESOURCE_KEYS = ("trial_cpus",)
-
-#: Config keys a sweep cannot search, and why.
-NOT_SEARCHABLE = {
-    "tracking.": "the sweep decides where runs and MLflow records go",
-    "debug.": "debug hooks are for tests of a single run",
-    "teacher.": "the trials share one teacher cache, so the teacher is fixed for a sweep",
-    "data.corpus": "the trials share one corpus and one teacher cache",
-    "scaling.num_workers": "a trial's resources are fixed: they decide how many trials run at once",
-    "scaling.cpus_per_worker": "a trial's resources are fixed: they decide how many trials run at once",
-    "scaling.use_gpu": "a trial's resources are fixed: they decide how many trials run at once",
-}
-MAX_DATA_VARIANTS = 256
-"""At most this many combinations of searched ``data.*`` values (each is split for the teacher cache)."""
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One searched config key and its distribution.
-
-    ``args``: ``(low, high)`` for ``uniform`` / ``loguniform``; ``(low, high, step)`` for ``int``
-    (both ends included); the values for ``choice`` / ``grid``.
-    """
-
-    key: str
-    kind: str
-    args: tuple[Any, ...]
-    where: str = "search space"
-
-    @property
-    def categorical(self) -> bool:
-        return self.kind in ("choice", "grid")
-
-    def describe(self) -> str:
-        """``loguniform(1e-05, 0.001)``, ``choice(priority, average)``: for logs and MLflow params."""
-        return f"{self.kind}({', '.join(_show(value) for value in self.args)})"
-
-    def values(self, limit: int = 256) -> list[Any]:
-        """Values to check against the config: every one where there are at most ``limit``, else the
-        ends (real ranges hold floats, so a range on an integer key fails the check, as it should)."""
-        if self.categorical:
-            return list(self.args)
-        if self.kind == "int":
-            low, high, step = self.args
-            if (high - low) // step < limit:
-                return list(range(low, high + 1, step))
-            return [low, high]
-        return list(self.args)
-
-    def contains(self, value: Any) -> bool:
-        """Whether ``value`` is one this distribution can produce."""
-        if self.categorical:
-            return any(_same(value, option) for option in self.args)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.kind == "int":
-            low, high, step = self.args
-            return isinstance(value, int) and low <= value <= high and (value - low) % step == 0
-        low, high = self.args
-        return low <= value <= high
-
-    def to_optuna(self) -> Any:
-        """The Optuna distribution (a float, int or categorical one)."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.kind == "grid":
-            raise ValueError(f"{self.key}: a grid runs on Tune's grid search, not on Optuna")
-        if self.kind == "choice":
-            return CategoricalDistribution(list(self.args))
-        if self.kind == "int":
-            low, high, step = self.args
-            return IntDistribution(low, high, step=step)
-        low, high = self.args
-        return FloatDistribution(low, high, log=self.kind == "loguniform")
-
-    def to_tune(self) -> Any:
-        """The Ray Tune domain (``tune.loguniform``, ``tune.grid_search``, ...); imports Ray."""
-        from ray import tune
-
-        if self.kind == "grid":
-            return tune.grid_search(list(self.args))
-        if self.kind == "choice":
-            return tune.choice(list(self.args))
-        if self.kind == "int":
-            low, high, step = self.args
-            return tune.qrandint(low, high, step)  # both ends included
-        low, high = self.args
-        return tune.loguniform(low, high) if self.kind == "loguniform" else tune.uniform(low, high)
-
-
-@dataclass(frozen=True)
-class SchedulerSettings:
-    """The trial scheduler: ``asha`` (stop the trials that trail at each rung) or ``fifo`` (none)."""
-
-    name: str = "asha"
-    time_attr: str = "step"
-    """What rungs count: ``step`` (the global step the loop reports) or ``training_iteration``."""
-    grace_period: int = 1
-    max_t: int = 1
-    reduction_factor: float = 2.0
-
-
-@dataclass
-class SearchSpace:
-    """A checked search space: the fixed config, the searched parameters, and how to run the sweep."""
-
-    path: Path
-    name: str
-    fixed: Config
-    """The base recipe with the space's overrides and the command line's on top."""
-    parameters: dict[str, Parameter]
-    metric: str = SCORE
-    mode: str = "max"
-    num_samples: int = 1
-    seed: int = 0
-    max_concurrent_trials: int | None = None
-    """None: as many as the cluster's resources allow (see :func:`max_concurrent_trials`)."""
-    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
-    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
-    trial_cpus: float = 1.0
-    """The CPU of a trial's own process (the Tune trial that drives its ``TorchTrainer``)."""
-    pinned: dict[str, Any] = field(default_factory=dict)
-    """Searched keys that the command line fixed (no longer searched)."""
-    overrides: tuple[str, ...] = ()
-    """The command line's ``key=value`` overrides (a resumed sweep applies them again)."""
-
-    @property
-    def algorithm(self) -> str:
-        """``grid`` when any parameter is a grid (Tune's grid search x random sampling), else ``optuna``."""
-        return "grid" if any(p.kind == "grid" for p in self.parameters.values()) else "optuna"
-
-    def grid_size(self) -> int:
-        """Combinations of the grid parameters (1 without any)."""
-        return math.prod(len(p.args) for p in self.parameters.values() if p.kind == "grid")
-
-    def trial_count(self) -> int:
-        """How many trials the sweep runs: ``num_samples``, times the grid's size for a grid."""
-        return self.num_samples * self.grid_size()
-
-    def describe(self) -> dict[str, str]:
-        """``{"loss.tau": "loguniform(0.02, 0.2)", ...}``."""
-        return {key: parameter.describe() for key, parameter in self.parameters.items()}
-
-    def trial_config(self, params: Mapping[str, Any]) -> Config:
-        """The config of one trial: the fixed config with ``params`` (searched key -> value) on top."""
-        unknown = sorted(set(params) - set(self.parameters))
-        if unknown:
-            raise InputError(f"{self.path}: values for keys that are not searched: {', '.join(unknown)}")
-        values = {key: _plain(value) for key, value in params.items()}
-        return from_flat({**flatten(self.fixed), **values})
-
-    def data_variants(self) -> dict[str, Config]:
-        """One config per combination of the searched ``data.*`` values (just the fixed config when none
-        is searched), labelled by where the values come from: the inputs of the shared teacher cache."""
-        searched = [p for key, p in self.parameters.items() if key.startswith("data.")]
-        if not searched:
-            return {f"{self.path}: data.pair_set={self.fixed.data.pair_set}": self.fixed}
-        variants = {}
-        for combination in itertools.product(*(p.args for p in searched)):
-            label = "; ".join(
-                f"{p.where}: {p.key}={_show(value)}" for p, value in zip(searched, combination, strict=True)
-            )
-            values = {p.key: value for p, value in zip(searched, combination, strict=True)}
-            variants[label] = from_flat({**flatten(self.fixed), **values})
-        return variants
-
-    def trial_resources(self) -> dict[str, float]:
-        """What one trial takes from the cluster: its own CPU, plus its Train workers' CPUs and GPUs."""
-        scaling = self.fixed.scaling
-        resources = {"CPU": self.trial_cpus + scaling.num_workers * scaling.cpus_per_worker}
-        if scaling.use_gpu:
-            resources["GPU"] = float(scaling.num_workers)
-        return resources
-
-
-def max_concurrent_trials(cluster: Mapping[str, float], per_trial: Mapping[str, float]) -> int:
-    """How many trials fit on ``cluster`` (``ray.cluster_resources()``) at once; an error if none does.
-
-    A trial takes ``per_trial`` resources (:meth:`SearchSpace.trial_resources`): 1 CPU for its own
-    process and its workers' CPUs and GPUs; Ray Train places the workers in a placement group of their
-    own, so Tune's trial resources alone would undercount and over-subscribe the cluster.
-    """
-    fits = []
-    for resource, amount in per_trial.items():
-        if amount <= 0:
-            continue
-        available = float(cluster.get(resource, 0.0))
-        fits.append(math.floor(available / amount + 1e-9))
-    count = min(fits) if fits else 1
-    if count < 1:
-        need = ", ".join(f"{amount:g} {name}" for name, amount in per_trial.items() if amount > 0)
-        have = ", ".join(f"{cluster.get(name, 0):g} {name}" for name in per_trial)
-        raise InputError(
-            f"one trial needs {need} (1 CPU for the trial, plus scaling.num_workers x "
-            f"scaling.cpus_per_worker), but the cluster has {have}: lower scaling.num_workers or "
-            "scaling.cpus_per_worker (or, on an autoscaling cluster, set max_concurrent_trials in the space)"
-        )
-    return count
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -387,38 +207,6 @@ def load_space(
     )
 
 
-def absolute_paths(config: Config, cwd: Path) -> Config:
-    """``config`` with its relative paths anchored at ``cwd``: always the output folder (and so the
-    default MLflow store); the corpus, model and teacher folders, pair files and the teacher cache
-    folder where such a relative path exists (a hub id such as ``intfloat/e5`` stays as it is)."""
-
-    def anchored(value: str | None, *, always: bool = False) -> str | None:
-        if value is None or Path(value).is_absolute():
-            return value
-        candidate = cwd / value
-        return str(candidate.resolve()) if always or candidate.exists() else value
-
-    def replace(section: Any, **changes: Any) -> Any:
-        return dataclasses.replace(section, **changes)
-
-    return dataclasses.replace(
-        config,
-        model=replace(config.model, name=anchored(config.model.name)),
-        teacher=replace(
-            config.teacher,
-            name=anchored(config.teacher.name),
-            cache_dir=anchored(config.teacher.cache_dir, always=True),
-        ),
-        data=replace(
-            config.data,
-            corpus=anchored(config.data.corpus),
-            exclude=[anchored(path) for path in config.data.exclude],
-        ),
-        eval=replace(config.eval, pairs=[anchored(path) for path in config.eval.pairs]),
-        tracking=replace(config.tracking, output_dir=anchored(config.tracking.output_dir, always=True)),
-    )
-
-
 def _parse_parameter(key: str, node: yaml.Node, where: str) -> Parameter:
     hint = "a distribution such as {loguniform: [1e-5, 1e-3]} or {choice: [priority, average]}"
     if not isinstance(node, yaml.MappingNode):
@@ -447,7 +235,7 @@ def _parse_parameter(key: str, node: yaml.Node, where: str) -> Parameter:
                     f"name such as en-xx+fr-xx, or a comma-separated list as one string), got {value!r}"
                 )
         for first, second in itertools.combinations(args, 2):
-            if _same(first, second):
+            if same(first, second):
                 raise InputError(f"{where}: {key}: {kind} lists {first!r} twice")
         return Parameter(key, kind, tuple(args), where)
     if kind == "int":
@@ -465,9 +253,9 @@ def _parse_parameter(key: str, node: yaml.Node, where: str) -> Parameter:
         raise InputError(f"{where}: {key}: {kind} takes [low, high], e.g. {kind}: {_example(kind)}")
     low, high = (_number(v, f"{where}: {key}: {kind}") for v in args)
     if low >= high:
-        raise InputError(f"{where}: {key}: empty range [{_show(low)}, {_show(high)}]: low must be below high")
+        raise InputError(f"{where}: {key}: empty range [{show(low)}, {show(high)}]: low must be below high")
     if kind == "loguniform" and low <= 0:
-        raise InputError(f"{where}: {key}: loguniform needs a positive low end, got {_show(low)}")
+        raise InputError(f"{where}: {key}: loguniform needs a positive low end, got {show(low)}")
     return Parameter(key, kind, (low, high), where)
 
 
@@ -502,7 +290,7 @@ def _check_values(parameter: Parameter, fixed: Config) -> None:
             message = str(error)
             if message.startswith(parameter.where):
                 raise
-            raise InputError(f"{parameter.where}: {parameter.key}={_show(value)}: {message}") from None
+            raise InputError(f"{parameter.where}: {parameter.key}={show(value)}: {message}") from None
 
 
 def _parse_points(
@@ -531,7 +319,7 @@ def _parse_points(
                 value = _number(value, f"{where}: points_to_evaluate: {key}")
             if not parameters[key].contains(value):
                 raise InputError(
-                    f"{where}: points_to_evaluate: {key}={_show(value)} is outside "
+                    f"{where}: points_to_evaluate: {key}={show(value)} is outside "
                     f"{parameters[key].describe()}"
                 )
             point[key] = value
@@ -675,36 +463,3 @@ def _number(value: Any, where: str) -> float:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _same(first: Any, second: Any) -> bool:
-    """Equal values of the same type (``True`` is not ``1``)."""
-    return type(first) is type(second) and first == second
-
-
-def _show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _plain(value: Any) -> Any:
-    """A Python scalar from a NumPy one (Tune's samplers may hand back ``numpy.float64``)."""
-    item = getattr(value, "item", None)
-    return item() if callable(item) and not isinstance(value, (list, tuple, dict)) else value
-
-
-def space_to_dict(space: SearchSpace) -> dict[str, Any]:
-    """A JSON-ready summary of a space (for logs and the sweep's state file)."""
-    return {
-        "path": str(space.path),
-        "name": space.name,
-        "algorithm": space.algorithm,
-        "parameters": space.describe(),
-        "metric": space.metric,
-        "mode": space.mode,
-        "num_samples": space.num_samples,
-        "trials": space.trial_count(),
-        "seed": space.seed,
-        "scheduler": dataclasses.asdict(space.scheduler),
-        "trial_cpus": space.trial_cpus,
-        "pinned": space.pinned,
-    }

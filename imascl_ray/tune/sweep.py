@@ -43,6 +43,7 @@ from imascl_ray.errors import InputError
 from imascl_ray.prepare import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
 from imascl_ray.tune import results as tables
 from imascl_ray.tune import tracking
+from imascl_ray.tune.files import write_json_atomically
 from imascl_ray.tune.space import SearchSpace, load_space, max_concurrent_trials, space_to_dict
 from imascl_ray.tune.trainable import TrialSpec, run_trial, trial_run_dir, trial_run_name
 
@@ -61,7 +62,7 @@ class SweepOutcome:
 
     directory: Path
     records: list[tables.TrialRecord]
-    """Every trial, best first; failed ones last."""
+    """Every trial, best first; failed ones last (they can never be best)."""
     table: str
     best: tables.TrialRecord | None
     best_config: Path | None
@@ -111,7 +112,7 @@ def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
         "shared_teacher": dataclasses.asdict(shared),
         "space_summary": space_to_dict(space),
     }
-    (directory / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    write_json_atomically(directory / STATE_FILE, state)
     spec = TrialSpec(space, directory.name, str(directory), parent_run_id, shared, tags)
     return _fit_and_finish(spec, uri, restore=False)
 
@@ -250,24 +251,24 @@ def trial_dirname(trial) -> str:
 
 
 def _searcher_and_space(space: SearchSpace):
-    """``(search algorithm, param_space)``: Optuna TPE (seeded) or, with a grid, Tune's variant generator."""
+    """``(search algorithm, param_space)``: the space's Tune domains, searched by Optuna TPE (seeded;
+    ``OptunaSearch`` converts the domains itself) or, with a grid, by Tune's variant generator."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = [dict(point) for point in space.points_to_evaluate] or None
+    param_space = space.param_space()
     if space.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         searcher = OptunaSearch(
-            space={key: parameter.to_optuna() for key, parameter in space.parameters.items()},
             metric=space.metric,
             mode=space.mode,
             points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=space.seed),
         )
-        return searcher, {}
-    searcher = BasicVariantGenerator(points_to_evaluate=points, random_state=space.seed)
-    return searcher, {key: parameter.to_tune() for key, parameter in space.parameters.items()}
+        return searcher, param_space
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=space.seed), param_space
 
 
 def _scheduler(space: SearchSpace):
@@ -378,7 +379,7 @@ def _finish(spec: TrialSpec, uri: str, records: list[tables.TrialRecord]) -> Swe
     table = tables.format_table(records, keys, space.metric)
     (directory / "trials.txt").write_text(table + "\n", encoding="utf-8")
     csv_path = tables.write_csv(records, keys, space.metric, directory / "trials.csv")
-    best = records[0] if records and records[0].best is not None else None
+    best = tables.best_trial(records)
     best_config = best_model = None
     if best is not None:
         config = space.trial_config(best.params)
