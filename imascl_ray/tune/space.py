@@ -14,7 +14,6 @@ sweep splits the corpus for its shared teacher cache, still before any trial sta
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,6 @@ import yaml
 
 from imascl_ray.config import (
     Config,
-    compose_yaml_file,
     flatten,
     from_flat,
     load_config,
@@ -44,6 +42,17 @@ from imascl_ray.tune.search_space import (
     same,
     show,
     space_to_dict,
+)
+from imascl_ray.tune.space_yaml import (
+    at,
+    at_node,
+    closest,
+    compose,
+    example,
+    is_int,
+    mapping_entries,
+    node_value,
+    number,
 )
 
 __all__ = [
@@ -96,12 +105,12 @@ def load_space(
     (default: the current folder), since Tune runs each trial in a folder of its own.
     """
     path = Path(path)
-    root = _compose(path)
+    root = compose(path)
     base_dir = Path(base_dir) if base_dir is not None else path.parent
-    entries = _mapping_entries(root, path, "a search space")
+    entries = mapping_entries(root, path, "a search space")
     for key, (key_node, _) in entries.items():
         if key not in TOP_LEVEL_KEYS:
-            raise InputError(f"{_at(path, key_node)}: unknown key {key!r}{_closest(key, TOP_LEVEL_KEYS)}")
+            raise InputError(f"{at(path, key_node)}: unknown key {key!r}{closest(key, TOP_LEVEL_KEYS)}")
     if "search" not in entries:
         raise InputError(f"{path}: no 'search' section: name at least one config key to search")
 
@@ -109,15 +118,15 @@ def load_space(
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     base_node = entries.get("base", (None, None))[1]
-    base = _value(base_node) if base_node is not None else None
+    base = node_value(base_node) if base_node is not None else None
     if base is not None:
         if not isinstance(base, str):
-            raise InputError(f"{_at(path, base_node)}: base must be a recipe name or a YAML path")
+            raise InputError(f"{at(path, base_node)}: base must be a recipe name or a YAML path")
         candidate = base_dir / base
         try:
             base_path = candidate if candidate.is_file() else resolve_recipe(base)
         except InputError as error:
-            raise InputError(f"{_at(path, base_node)}: base: {error}") from None
+            raise InputError(f"{at(path, base_node)}: base: {error}") from None
         values = flatten(load_config(base_path))
     else:
         values = flatten(Config())
@@ -134,13 +143,13 @@ def load_space(
     # The searched parameters, each checked against the fixed config.
     search_node = entries["search"][1]
     parameters: dict[str, Parameter] = {}
-    for key, (key_node, value_node) in _mapping_entries(search_node, path, "'search'").items():
-        where = _at(path, key_node)
+    for key, (key_node, value_node) in mapping_entries(search_node, path, "'search'").items():
+        where = at(path, key_node)
         if key in origins and not origins[key].startswith("command line"):
             raise InputError(f"{where}: {key} is both searched and fixed ({origins[key]})")
         parameters[key] = _parse_parameter(key, value_node, where)
     if not parameters:
-        raise InputError(f"{_at(path, search_node)}: 'search' names no config key")
+        raise InputError(f"{at(path, search_node)}: 'search' names no config key")
     pinned = {key: fixed_value for key, fixed_value in command_line.items() if key in parameters}
     for key in pinned:
         del parameters[key]
@@ -161,7 +170,7 @@ def load_space(
     def setting(name: str, default: Any) -> tuple[Any, str]:
         if name not in entries:
             return default, str(path)
-        return _value(entries[name][1]), _at(path, entries[name][0])
+        return node_value(entries[name][1]), at(path, entries[name][0])
 
     metric, where = setting("metric", SCORE)
     if not isinstance(metric, str) or not (metric.startswith("val/") or metric == "train/loss"):
@@ -175,15 +184,15 @@ def load_space(
     samples, where = setting("num_samples", 1 if any(p.kind == "grid" for p in parameters.values()) else 10)
     if num_samples is not None:
         samples, where = num_samples, "--num-samples"
-    if not _is_int(samples) or samples < 1:
+    if not is_int(samples) or samples < 1:
         raise InputError(f"{where}: num_samples must be a positive integer, got {samples!r}")
     seed, where = setting("seed", 0)
-    if not _is_int(seed):
+    if not is_int(seed):
         raise InputError(f"{where}: seed must be an integer, got {seed!r}")
     concurrency, where = setting("max_concurrent_trials", "auto")
     if concurrency == "auto":
         concurrency = None
-    elif not _is_int(concurrency) or concurrency < 1:
+    elif not is_int(concurrency) or concurrency < 1:
         raise InputError(f"{where}: max_concurrent_trials must be 'auto' or a positive integer")
     name, where = setting("name", path.stem)
     if not isinstance(name, str) or not name.strip() or "/" in name:
@@ -211,20 +220,20 @@ def _parse_parameter(key: str, node: yaml.Node, where: str) -> Parameter:
     hint = "a distribution such as {loguniform: [1e-5, 1e-3]} or {choice: [priority, average]}"
     if not isinstance(node, yaml.MappingNode):
         raise InputError(
-            f"{where}: {key} needs {hint} (a fixed value belongs under 'overrides'), got {_value(node)!r}"
+            f"{where}: {key} needs {hint} (a fixed value belongs under 'overrides'), got {node_value(node)!r}"
         )
     if len(node.value) != 1:
         raise InputError(f"{where}: {key} needs exactly one distribution, e.g. {hint}")
     kind_node, args_node = node.value[0]
-    kind, args = kind_node.value, _value(args_node)
-    where = _at_node(where, kind_node)
+    kind, args = kind_node.value, node_value(args_node)
+    where = at_node(where, kind_node)
     if kind not in DISTRIBUTIONS:
         raise InputError(
-            f"{where}: {key}: unknown distribution {kind!r}{_closest(kind, DISTRIBUTIONS)} "
+            f"{where}: {key}: unknown distribution {kind!r}{closest(kind, DISTRIBUTIONS)} "
             f"(known: {', '.join(DISTRIBUTIONS)})"
         )
     if not isinstance(args, list):
-        raise InputError(f"{where}: {key}: {kind} takes a list, e.g. {kind}: {_example(kind)}")
+        raise InputError(f"{where}: {key}: {kind} takes a list, e.g. {kind}: {example(kind)}")
     if kind in ("choice", "grid"):
         if not args:
             raise InputError(f"{where}: {key}: empty {kind}: give at least one value")
@@ -239,7 +248,7 @@ def _parse_parameter(key: str, node: yaml.Node, where: str) -> Parameter:
                 raise InputError(f"{where}: {key}: {kind} lists {first!r} twice")
         return Parameter(key, kind, tuple(args), where)
     if kind == "int":
-        if len(args) not in (2, 3) or not all(_is_int(v) for v in args):
+        if len(args) not in (2, 3) or not all(is_int(v) for v in args):
             raise InputError(f"{where}: {key}: int takes [low, high] or [low, high, step], integers")
         low, high, step = (*args, 1)[:3]
         if step < 1:
@@ -250,8 +259,8 @@ def _parse_parameter(key: str, node: yaml.Node, where: str) -> Parameter:
             raise InputError(f"{where}: {key}: int range [{low}, {high}] is not whole steps of {step}")
         return Parameter(key, kind, (low, high, step), where)
     if len(args) != 2:
-        raise InputError(f"{where}: {key}: {kind} takes [low, high], e.g. {kind}: {_example(kind)}")
-    low, high = (_number(v, f"{where}: {key}: {kind}") for v in args)
+        raise InputError(f"{where}: {key}: {kind} takes [low, high], e.g. {kind}: {example(kind)}")
+    low, high = (number(v, f"{where}: {key}: {kind}") for v in args)
     if low >= high:
         raise InputError(f"{where}: {key}: empty range [{show(low)}, {show(high)}]: low must be below high")
     if kind == "loguniform" and low <= 0:
@@ -301,22 +310,22 @@ def _parse_points(
         return []
     key_node, node = entry
     if not isinstance(node, yaml.SequenceNode):
-        raise InputError(f"{_at(path, key_node)}: points_to_evaluate is a list of {{key: value}} mappings")
+        raise InputError(f"{at(path, key_node)}: points_to_evaluate is a list of {{key: value}} mappings")
     points = []
     for item in node.value:
         point = {}
-        for key, (point_key_node, value_node) in _mapping_entries(item, path, "a point").items():
-            where = _at(path, point_key_node)
-            value = _value(value_node)
+        for key, (point_key_node, value_node) in mapping_entries(item, path, "a point").items():
+            where = at(path, point_key_node)
+            value = node_value(value_node)
             if key in pinned:
                 continue
             if key not in parameters:
                 raise InputError(
                     f"{where}: points_to_evaluate: {key!r} is not a searched key"
-                    f"{_closest(key, list(parameters))}"
+                    f"{closest(key, list(parameters))}"
                 )
             if parameters[key].kind != "int" and not parameters[key].categorical and isinstance(value, str):
-                value = _number(value, f"{where}: points_to_evaluate: {key}")
+                value = number(value, f"{where}: points_to_evaluate: {key}")
             if not parameters[key].contains(value):
                 raise InputError(
                     f"{where}: points_to_evaluate: {key}={show(value)} is outside "
@@ -333,12 +342,12 @@ def _parse_scheduler(
     settings: dict[str, Any] = {}
     where: dict[str, str] = {}
     if entry is not None:
-        for key, (key_node, value_node) in _mapping_entries(entry[1], path, "'scheduler'").items():
+        for key, (key_node, value_node) in mapping_entries(entry[1], path, "'scheduler'").items():
             if key not in SCHEDULER_KEYS:
                 raise InputError(
-                    f"{_at(path, key_node)}: unknown scheduler key {key!r}{_closest(key, SCHEDULER_KEYS)}"
+                    f"{at(path, key_node)}: unknown scheduler key {key!r}{closest(key, SCHEDULER_KEYS)}"
                 )
-            settings[key], where[key] = _value(value_node), _at(path, key_node)
+            settings[key], where[key] = node_value(value_node), at(path, key_node)
     name = settings.get("name", "asha")
     if name not in ("asha", "fifo"):
         raise InputError(f"{where.get('name', path)}: scheduler name must be asha or fifo, got {name!r}")
@@ -356,9 +365,9 @@ def _parse_scheduler(
         )
     grace = settings.get("grace_period", min(fixed.schedule.eval_every, max_t) if time_attr == "step" else 1)
     factor = settings.get("reduction_factor", 2)
-    if not _is_int(max_t) or max_t < 1:
+    if not is_int(max_t) or max_t < 1:
         raise InputError(f"{where.get('max_t', path)}: scheduler max_t must be a positive integer")
-    if not _is_int(grace) or not 1 <= grace <= max_t:
+    if not is_int(grace) or not 1 <= grace <= max_t:
         raise InputError(
             f"{where.get('grace_period', path)}: scheduler grace_period must be an integer in "
             f"[1, max_t={max_t}]"
@@ -372,15 +381,15 @@ def _parse_resources(entry: tuple[yaml.Node, yaml.Node] | None, path: Path) -> f
     if entry is None:
         return 1.0
     trial_cpus = 1.0
-    for key, (key_node, value_node) in _mapping_entries(entry[1], path, "'resources'").items():
-        where = _at(path, key_node)
+    for key, (key_node, value_node) in mapping_entries(entry[1], path, "'resources'").items():
+        where = at(path, key_node)
         if key not in RESOURCE_KEYS:
             raise InputError(
-                f"{where}: unknown resources key {key!r}{_closest(key, RESOURCE_KEYS)} (the workers' "
+                f"{where}: unknown resources key {key!r}{closest(key, RESOURCE_KEYS)} (the workers' "
                 "resources are scaling.num_workers, scaling.cpus_per_worker and scaling.use_gpu, "
                 "set under 'overrides')"
             )
-        value = _value(value_node)
+        value = node_value(value_node)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise InputError(f"{where}: resources trial_cpus must be a number >= 0, got {value!r}")
         trial_cpus = float(value)
@@ -390,76 +399,10 @@ def _parse_resources(entry: tuple[yaml.Node, yaml.Node] | None, path: Path) -> f
 def _flat_overrides(node: yaml.Node, path: Path) -> dict[str, tuple[Any, str]]:
     """``overrides:`` as ``{"section.key": (value, "file, line n")}``: sections nested or dotted keys."""
     flat: dict[str, tuple[Any, str]] = {}
-    for key, (key_node, value_node) in _mapping_entries(node, path, "'overrides'").items():
+    for key, (key_node, value_node) in mapping_entries(node, path, "'overrides'").items():
         if "." not in key and isinstance(value_node, yaml.MappingNode):
-            for name, (name_node, inner) in _mapping_entries(value_node, path, f"'{key}'").items():
-                flat[f"{key}.{name}"] = (_value(inner), _at(path, name_node))
+            for name, (name_node, inner) in mapping_entries(value_node, path, f"'{key}'").items():
+                flat[f"{key}.{name}"] = (node_value(inner), at(path, name_node))
         else:
-            flat[key] = (_value(value_node), _at(path, key_node))
+            flat[key] = (node_value(value_node), at(path, key_node))
     return flat
-
-
-# ---------------------------------------------------------------------------------------------------------
-# YAML with line numbers
-
-
-def _compose(path: Path) -> yaml.Node:
-    root = compose_yaml_file(path, "search-space file")
-    if root is None:
-        raise InputError(f"{path}: empty search-space file")
-    return root
-
-
-def _mapping_entries(node: yaml.Node, path: Path, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        raise InputError(f"{_at(path, node)}: {what} must be a mapping of keys to values")
-    entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for key_node, value_node in node.value:
-        key = str(key_node.value)
-        if key in entries:
-            raise InputError(f"{_at(path, key_node)}: {key!r} appears twice")
-        entries[key] = (key_node, value_node)
-    return entries
-
-
-def _value(node: yaml.Node) -> Any:
-    return yaml.safe_load(yaml.serialize(node))
-
-
-def _at(path: Path, node: yaml.Node) -> str:
-    return f"{path}, line {node.start_mark.line + 1}"
-
-
-def _at_node(where: str, node: yaml.Node) -> str:
-    return where.rsplit(", line ", 1)[0] + f", line {node.start_mark.line + 1}"
-
-
-def _closest(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _example(kind: str) -> str:
-    return {
-        "loguniform": "[1e-5, 1e-3]",
-        "uniform": "[0.0, 1.0]",
-        "int": "[16, 64, 16]",
-        "choice": "[priority, average]",
-        "grid": "[en-xx, all]",
-    }[kind]
-
-
-def _number(value: Any, where: str) -> float:
-    """A float from a YAML number or a string such as ``1e-5`` (YAML 1.1 reads that as a string)."""
-    if isinstance(value, bool):
-        raise InputError(f"{where}: expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: expected a number, got {value!r}") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
