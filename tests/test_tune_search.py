@@ -40,7 +40,7 @@ def test_the_table5_grid_enumerates_every_combination_once():
     space = load_space(SPACES / "paper_table5.yaml")
     _, param_space = _searcher_and_space(space)
     variants = [config for _, config in generate_variants(param_space)]
-    combinations = {(v["loss.label"], v["loss.tms"], v["data.pair_set"]) for v in variants}
+    combinations = {(v["loss.labels"], v["loss.tms"], v["data.pair_set"]) for v in variants}
     expected = set(itertools.product(["average", "priority"], [False, True], ["all", "en-xx"]))
     assert len(variants) == 8 and combinations == expected
 

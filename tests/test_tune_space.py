@@ -82,7 +82,7 @@ scheduler:
 def test_the_paper_table5_grid_has_eight_runs_and_needs_no_early_stopping():
     space = load_space(SPACES / "paper_table5.yaml")
     assert space.algorithm == "grid" and space.trial_count() == 8
-    assert set(space.parameters) == {"loss.label", "loss.tms", "data.pair_set"}
+    assert set(space.parameters) == {"loss.labels", "loss.tms", "data.pair_set"}
     assert space.scheduler.name == "fifo"
     assert len(space.data_variants()) == 2  # one teacher cache over both pair sets
 
