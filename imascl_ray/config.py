@@ -86,6 +86,9 @@ class DataConfig:
     """ISO 639-1 codes the pair set is built from."""
     pair_set: str = "en-xx"
     """``en-xx``, ``all``, ``en-xx+fr-xx``, ``en-xx+ru-xx``, or a list such as ``en-fr,en-ja``."""
+    validation_pair_set: str | None = None
+    """Language-pair set whose validation pairs score the run (val/mean/acc); None: data.pair_set. A sweep
+    over data.pair_set sets it to the union of the searched sets."""
     priority: str = "auto"
     """Anchor-language order, e.g. ``en,ru,ja,fr,ko``; ``auto``: by corpus volume, as the paper."""
     max_pairs_per_language_pair: int = 25_000

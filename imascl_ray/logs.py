@@ -28,18 +28,21 @@ def quiet_ray_train_reports() -> None:
     """Silence Ray Train's per-report INFO line on this worker ("Reporting training result ...").
 
     Ray 2.60 logs every ``ray.train.report`` call at INFO through a logger named after its source file,
-    which ``RunConfig(logging_config=...)`` does not reach; on a 2-worker run it doubles the output. A
-    no-op if Ray moves that module.
+    outside the ``ray.train`` hierarchy that ``RunConfig(logging_config=...)`` filters; on a Train worker
+    such records go to the root logger, which Ray Train sets to INFO. Raising the worker's root logger to
+    WARNING drops them (and every other library's INFO chatter on the worker) with nothing but the
+    standard ``logging`` API; the project's own lines go through the ``imascl_ray`` logger
+    (:func:`configure_logging`), which keeps INFO and does not propagate to the root.
     """
-    try:
-        from ray.train.v2._internal.execution import context
-    except ImportError:
-        return
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 #: Import path of :func:`quiet_local_cluster_worker`, for ``runtime_env["worker_process_setup_hook"]``.
 LOCAL_CLUSTER_WORKER_SETUP = "imascl_ray.logs.quiet_local_cluster_worker"
+
+#: The name of the logger of Ray Train 2.60's ``PlacementGroupCleaner`` (a logger name, not an import;
+#: Ray is pinned to 2.60.x and ``tests/test_tune_ray_pins.py`` checks that this logger still exists).
+RAY_TRAIN_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 
 
 def quiet_local_cluster_worker() -> None:
@@ -49,11 +52,7 @@ def quiet_local_cluster_worker() -> None:
     the run's controller is alive, once a second; without a dashboard every call fails and logs a
     WARNING ("Failed to query Ray Train Controller actor state"), hundreds of lines in a quickstart.
     The cleaner can do nothing there anyway (the Tune layer frees orphaned placement groups itself:
-    :func:`imascl_ray.tune.sweep.remove_orphaned_placement_groups`), so its warnings go. Never raises: a
+    :mod:`imascl_ray.tune.placement_groups`), so its warnings go (errors still show). Never raises: a
     failing setup hook would stop the worker from starting.
     """
-    try:
-        from ray.train.v2._internal.execution.controller import placement_group_cleaner
-    except ImportError:
-        return
-    logging.getLogger(placement_group_cleaner.__name__).setLevel(logging.ERROR)
+    logging.getLogger(RAY_TRAIN_CLEANER_LOGGER).setLevel(logging.ERROR)

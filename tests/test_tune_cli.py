@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -72,3 +73,56 @@ def test_resume_refuses_a_folder_that_is_not_a_sweep(tmp_path, capsys):
 def test_spaces_are_found_by_name_or_path():
     assert resolve_space("smoke") == ROOT / "tune_spaces" / "smoke.yaml"
     assert resolve_space("tune_spaces/paper.yaml").name == "paper.yaml"
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_the_named_spaces_and_finds_them_outside_a_checkout(tmp_path):
+    """`pip install imascl-ray` then `imascl-ray tune quickstart`: the spaces are package data."""
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(ROOT),
+            "-w",
+            wheels,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("imascl_ray-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {p.name for p in (ROOT / "tune_spaces").glob("*.yaml")}
+    assert shipped and {f"imascl_ray/tune_spaces/{name}" for name in shipped} <= names
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    elsewhere = tmp_path / "elsewhere"  # no tune_spaces/ here, no source tree on the path
+    elsewhere.mkdir()
+    code = (
+        "import imascl_ray; from imascl_ray.commands.tune import resolve_space;"
+        "from imascl_ray.tune.space import load_space;"
+        "paths = [resolve_space(name) for name in ('quickstart', 'paper', 'paper_table5', 'smoke')];"
+        "space = load_space(paths[-1]);"
+        "print(imascl_ray.__file__); print(','.join(map(str, paths))); print(sorted(space.parameters))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    package, paths, parameters = out.stdout.splitlines()[-3:]
+    assert package.startswith(str(installed))
+    assert all(path.startswith(str(installed / "imascl_ray" / "tune_spaces")) for path in paths.split(","))
+    assert "optim.lr" in parameters  # the smoke space loaded from the installed copy

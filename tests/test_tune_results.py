@@ -8,9 +8,11 @@ import math
 from imascl_ray.tune.results import (
     FAILED,
     FINISHED,
+    NOT_RUN,
     STOPPED,
     TrialRecord,
     best_of,
+    best_trial,
     format_table,
     rank,
     write_csv,
@@ -86,3 +88,20 @@ def test_the_table_shows_values_metrics_and_the_last_line_of_each_error(tmp_path
     assert [row["trial"] for row in rows] == ["c", "a", "b"]
     assert rows[0]["local/mean/acc"] == "0.81" and rows[1]["status"] == "stopped early"
     assert rows[2]["error"].startswith("Traceback")  # the CSV keeps the whole error
+
+
+def test_a_failed_trial_never_ranks_first_or_becomes_the_best_whatever_it_reported():
+    # A trial that reported 0.9 and then crashed, one that finished at 0.5, one stopped early at 0.4.
+    records = [
+        record("crashed", FAILED, 0.9, error="RuntimeError: worker died"),
+        record("done", FINISHED, 0.5),
+        record("stopped", STOPPED, 0.4),
+    ]
+    ranked = rank(records, "max")
+    assert [r.trial_id for r in ranked] == ["done", "stopped", "crashed"]
+    assert best_trial(ranked).trial_id == "done"
+    assert [r.trial_id for r in rank(records, "min")] == ["stopped", "done", "crashed"]
+    table = format_table(ranked, ["loss.tau"], "val/mean/acc").splitlines()
+    assert table[4].split()[:3] == ["-", "crashed", "failed"]  # listed, with its value, but unranked
+    # With no trial that finished or was stopped, there is no best (so no best-config / best-model).
+    assert best_trial(rank([record("crashed", FAILED, 0.9), record("x", NOT_RUN, None)], "max")) is None

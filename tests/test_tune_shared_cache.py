@@ -114,3 +114,37 @@ def test_variants_with_different_teachers_cannot_share_a_cache(assets, tmp_path)
     }
     with pytest.raises(InputError, match="share the teacher"):
         build_shared_teacher_cache(variants, tmp_path / "sweep")
+
+
+def test_two_trials_over_different_pair_sets_are_scored_on_one_validation_set_neither_trains_on(
+    assets, tmp_path
+):
+    """The sweep's yardstick (issue 13.1): the smoke space searches data.pair_set over en-fr and
+    en-fr+en-ru; both trials validate on the identical en-fr + en-ru pairs, and neither trains on any."""
+    from imascl_ray.tune.space import load_space
+
+    root = Path(__file__).resolve().parents[1]
+    space = load_space(
+        root / "tune_spaces" / "smoke.yaml",
+        [
+            f"model.name={assets['model']}",
+            f"data.corpus={assets['corpus']}",
+            f"tracking.output_dir={tmp_path}",
+            "data.validation_pairs=30",
+            "data.test_pairs=0",
+        ],
+    )
+    shared = build_shared_teacher_cache(space.data_variants(), tmp_path / "sweep")
+    point = space.points_to_evaluate[0]
+    validation, training = {}, {}
+    for pair_set in ("en-fr", "en-fr+en-ru"):
+        config = space.trial_config({**point, "data.pair_set": pair_set})
+        prepared = prepare_run(config, tmp_path / "runs" / pair_set, shared_teacher=shared)
+        validation[pair_set] = read_corpus(prepared.validation)
+        training[pair_set] = read_corpus(prepared.train)
+    assert validation["en-fr"] == validation["en-fr+en-ru"]  # the same pairs, row for row
+    assert validation["en-fr"].pair_counts() == {"en-fr": 30, "en-ru": 30}
+    held_out = {(p.src, p.tgt) for p in validation["en-fr"]}
+    for pair_set, train in training.items():
+        assert train.pair_names() == (["en-fr"] if pair_set == "en-fr" else ["en-fr", "en-ru"])
+        assert not held_out & {(p.src, p.tgt) for p in train}, pair_set  # never trained on

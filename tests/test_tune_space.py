@@ -39,7 +39,7 @@ base: quickstart
 search:
   loss.tau: {loguniform: [0.02, 0.3]}
   optim.lr: {loguniform: [1.0e-5, 1.0e-3]}
-  loss.label: {choice: [priority, average]}
+  model.pooling: {choice: [mean, cls]}
 """
 
 
@@ -63,7 +63,7 @@ scheduler:
     assert space.describe() == {
         "loss.tau": "loguniform(0.02, 0.3)",
         "optim.lr": "loguniform(1e-05, 0.001)",
-        "loss.label": "choice(priority, average)",
+        "model.pooling": "choice(mean, cls)",
     }
     # The fixed config: the quickstart recipe, the space's overrides, the command line.
     assert space.fixed.model.name == "offline:multilingual-e5-small"  # from the recipe
@@ -74,60 +74,15 @@ scheduler:
     assert space.scheduler.name == "asha" and space.scheduler.max_t == 40
     assert space.scheduler.grace_period == 10 and space.scheduler.time_attr == "step"
     # A trial's config: searched values on top of everything else.
-    config = space.trial_config({"loss.tau": 0.05, "optim.lr": 2e-4, "loss.label": "average"})
-    expected = flatten(space.fixed) | {"loss.tau": 0.05, "optim.lr": 2e-4, "loss.label": "average"}
+    config = space.trial_config({"loss.tau": 0.05, "optim.lr": 2e-4, "model.pooling": "cls"})
+    expected = flatten(space.fixed) | {"loss.tau": 0.05, "optim.lr": 2e-4, "model.pooling": "cls"}
     assert flatten(config) == expected
-
-
-def test_distributions_convert_to_optuna_with_both_integer_ends_included(tmp_path):
-    path = write(
-        tmp_path,
-        """
-        search:
-          schedule.global_batch_size: {int: [16, 64, 16]}
-          loss.lam: {uniform: [0.0, 1.0]}
-          loss.tau: {loguniform: [0.01, 0.5]}
-          loss.tms: {choice: [true, false]}
-        scheduler: {name: fifo}
-        """,
-    )
-    space = load_space(path, ["scaling.num_workers=1"])
-    batch = space.parameters["schedule.global_batch_size"].to_optuna()
-    assert (batch.low, batch.high, batch.step) == (16, 64, 16)
-    tau = space.parameters["loss.tau"].to_optuna()
-    assert tau.log and (tau.low, tau.high) == (0.01, 0.5)
-    assert not space.parameters["loss.lam"].to_optuna().log
-    assert space.parameters["loss.tms"].to_optuna().choices == (True, False)
-    assert space.parameters["schedule.global_batch_size"].values() == [16, 32, 48, 64]
-
-
-def test_tune_domains_sample_inside_the_declared_ranges(tmp_path):
-    pytest.importorskip("ray")
-    path = write(
-        tmp_path,
-        """
-        search:
-          schedule.global_batch_size: {int: [16, 64, 16]}
-          loss.tau: {loguniform: [0.01, 0.5]}
-          data.pair_set: {grid: [en-xx, all]}
-        scheduler: {name: fifo}
-        """,
-    )
-    space = load_space(path, ["scaling.num_workers=1"])
-    assert space.algorithm == "grid" and space.grid_size() == 2
-    batch = space.parameters["schedule.global_batch_size"].to_tune()
-    tau = space.parameters["loss.tau"].to_tune()
-    sizes = {batch.sample() for _ in range(300)}
-    assert sizes == {16, 32, 48, 64}
-    taus = [tau.sample() for _ in range(300)]
-    assert min(taus) >= 0.01 and max(taus) <= 0.5
-    assert space.parameters["data.pair_set"].to_tune() == {"grid_search": ["en-xx", "all"]}
 
 
 def test_the_paper_table5_grid_has_eight_runs_and_needs_no_early_stopping():
     space = load_space(SPACES / "paper_table5.yaml")
     assert space.algorithm == "grid" and space.trial_count() == 8
-    assert set(space.parameters) == {"loss.label", "loss.tms", "data.pair_set"}
+    assert set(space.parameters) == {"loss.labels", "loss.tms", "data.pair_set"}
     assert space.scheduler.name == "fifo"
     assert len(space.data_variants()) == 2  # one teacher cache over both pair sets
 
@@ -154,9 +109,9 @@ def test_the_smoke_space_starts_with_a_good_and_a_bad_point_over_two_pair_sets()
 
 
 def test_a_command_line_value_pins_a_searched_key(tmp_path):
-    space = load_space(write(tmp_path, MINIMAL), ["loss.label=hard"])
-    assert "loss.label" not in space.parameters and space.pinned == {"loss.label": "hard"}
-    assert space.fixed.loss.label == "hard"
+    space = load_space(write(tmp_path, MINIMAL), ["model.pooling=cls"])
+    assert "model.pooling" not in space.parameters and space.pinned == {"model.pooling": "cls"}
+    assert space.fixed.model.pooling == "cls"
     smoke = load_space(SPACES / "smoke.yaml", ["data.pair_set=en-ru"])
     assert smoke.fixed.data.pair_set == "en-ru" and "data.pair_set" not in smoke.parameters
     assert all("data.pair_set" not in point for point in smoke.points_to_evaluate)
@@ -176,7 +131,8 @@ def test_a_command_line_value_pins_a_searched_key(tmp_path):
         ("  loss.tau: 0.1", "needs a distribution"),
         ("  loss.tau: {uniform: [0.1, 0.2], choice: [0.1]}", "exactly one distribution"),
         ("  loss.tau: {uniform: [-0.5, 0.1]}", r"loss.tau=-0.5: loss.tau must be positive"),
-        ("  loss.label: {choice: [priority, softmax]}", "loss.label must be one of"),
+        ("  model.pooling: {choice: [mean, softmax]}", "model.pooling must be one of"),
+        ("  data.validation_pair_set: {choice: [en-xx, all]}", "every trial of a sweep is scored on"),
         ("  schedule.max_steps: {uniform: [10, 100]}", "schedule.max_steps must be int"),
         ("  schedule.max_steps: {int: [10, 100, 7]}", "not whole steps of 7"),
         ("  data.pair_set: {choice: [en-xx, en-qq]}", "en-qq"),
@@ -213,7 +169,7 @@ def test_a_bad_search_entry_is_an_error_naming_its_line(tmp_path, entry, message
         ("scheduler: {reduction_factor: 1}", "reduction_factor", "must exceed 1"),
         ("scheduler: {max_tt: 3}", "max_tt", "unknown scheduler key 'max_tt'"),
         ("metric: accuracy", "metric", "validation metric"),
-        ("mode: maximum", "mode", "max or min"),
+        ("mode: maximum", "mode: maximum", "max or min"),
         ("num_samples: 0", "num_samples", "positive integer"),
         ("max_concurrent_trials: lots", "max_concurrent_trials", "'auto' or a positive integer"),
         ("resources: {gpus: 1}", "gpus", "unknown resources key 'gpus'"),
@@ -284,6 +240,50 @@ def test_relative_paths_are_anchored_where_the_command_runs(tmp_path, monkeypatc
     assert space.fixed.data.corpus == str(tmp_path / "corpus.tsv")
     assert space.fixed.tracking.output_dir == str(tmp_path / "out")
     assert space.fixed.model.name == "intfloat/e5"  # not a folder here: a hub id stays as it is
+
+
+def test_a_relative_mlflow_store_and_storage_path_resolve_where_the_sweep_was_launched(tmp_path, monkeypatch):
+    """Tune runs each trial in a folder of its own: a relative sqlite store would give each trial its
+    own database, a relative storage path its own checkpoints. Both resolve against the launch folder."""
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, MINIMAL)
+    space = load_space(path, ["tracking.mlflow_uri=sqlite:///x.db", "tracking.storage_path=ray-results"])
+    assert space.fixed.tracking.mlflow_uri == f"sqlite:///{tmp_path / 'x.db'}"  # sqlite:////abs/x.db
+    assert space.fixed.tracking.storage_path == str(tmp_path / "ray-results")
+    elsewhere = tmp_path / "trial-folder"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where a trial runs: its config keeps pointing at the launch folder
+    trial = space.trial_config({"loss.tau": 0.1, "optim.lr": 1e-4, "model.pooling": "mean"})
+    assert trial.tracking.mlflow_uri == f"sqlite:///{tmp_path / 'x.db'}"
+    assert trial.tracking.storage_path == str(tmp_path / "ray-results")
+    for uri in ("http://127.0.0.1:5000", "sqlite:////abs/m.db", "file:///abs/mlruns"):
+        assert load_space(path, [f"tracking.mlflow_uri={uri}"]).fixed.tracking.mlflow_uri == uri
+    remote = load_space(path, ["tracking.storage_path=s3://bucket/prefix"])
+    assert remote.fixed.tracking.storage_path == "s3://bucket/prefix"
+
+
+def test_trials_over_different_pair_sets_are_scored_on_the_union_of_the_searched_sets():
+    space = load_space(SPACES / "smoke.yaml")
+    assert space.validation_pair_set() == "en-fr,en-ru"
+    configs = [space.trial_config(point) for point in space.points_to_evaluate]
+    configs.append(space.trial_config({**space.points_to_evaluate[0], "data.pair_set": "en-fr+en-ru"}))
+    assert {config.data.pair_set for config in configs} == {"en-fr", "en-fr+en-ru"}
+    assert {config.data.validation_pair_set for config in configs} == {"en-fr,en-ru"}
+    # The shared teacher cache is built from the same configs (the same split) as the trials'.
+    assert {c.data.validation_pair_set for c in space.data_variants().values()} == {"en-fr,en-ru"}
+    # Pair sets that are not searched: each run is scored on its own pairs, as a single run is.
+    pinned = load_space(SPACES / "smoke.yaml", ["data.pair_set=en-ru"])
+    assert pinned.validation_pair_set() is None
+    assert pinned.trial_config({"optim.lr": 1e-3, "loss.tau": 0.1}).data.validation_pair_set is None
+
+
+def test_the_union_covers_named_sets_and_keeps_a_fixed_validation_set(tmp_path):
+    text = "base: quickstart\nsearch:\n  data.pair_set: {choice: [en-xx, fr-xx, en-fr]}\n"
+    space = load_space(write(tmp_path, text), ["data.languages=[en,fr,ja]"])
+    assert space.validation_pair_set() == "en-fr,en-ja,fr-ja"
+    fixed = load_space(write(tmp_path, text), ["data.languages=[en,fr,ja]", "data.validation_pair_set=en-ja"])
+    assert fixed.validation_pair_set() is None
+    assert fixed.trial_config({"data.pair_set": "fr-xx"}).data.validation_pair_set == "en-ja"
 
 
 @pytest.mark.parametrize(

@@ -39,14 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_space(name_or_path: str) -> Path:
-    """A space file as given, or ``tune_spaces/<name>.yaml`` in the current folder or the source tree."""
+    """A space file as given, or ``tune_spaces/<name>.yaml`` in the current folder or among the spaces
+    installed with the package (``imascl_ray/tune_spaces``, package data: a wheel install has them)."""
     from imascl_ray.errors import InputError
 
     path = Path(name_or_path)
     if path.is_file():
         return path
     stem = path.name.removesuffix(".yaml")
-    folders = [Path.cwd() / SPACES_FOLDER, Path(__file__).resolve().parents[2] / SPACES_FOLDER]
+    folders = [Path.cwd() / SPACES_FOLDER, installed_spaces()]
     for folder in folders:
         if (folder / f"{stem}.yaml").is_file():
             return folder / f"{stem}.yaml"
@@ -54,6 +55,12 @@ def resolve_space(name_or_path: str) -> Path:
     raise InputError(
         f"{name_or_path}: no such search-space file (known spaces: {', '.join(known) or 'none'})"
     )
+
+
+def installed_spaces() -> Path:
+    """The folder of the shipped spaces inside the installed package (in a source checkout, a link to
+    the top-level ``tune_spaces/``)."""
+    return Path(__file__).resolve().parents[1] / SPACES_FOLDER
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,12 +66,24 @@ def is_closing(row: dict[str, Any]) -> bool:
     return row.get("final") == 1
 
 
+def can_be_best(record: TrialRecord) -> bool:
+    """Whether a trial may be the sweep's best: it has a value and it finished, or the scheduler stopped
+    it (a trial that failed or never ran cannot win, whatever it reported before)."""
+    return record.best is not None and record.status in (FINISHED, STOPPED)
+
+
 def rank(records: Sequence[TrialRecord], mode: str) -> list[TrialRecord]:
-    """Best first by ``best``; trials without a value (failed, not run) last, in their original order."""
-    scored = [r for r in records if r.best is not None]
-    unscored = [r for r in records if r.best is None]
-    scored.sort(key=lambda r: r.best if mode == "min" else -r.best)  # type: ignore[operator]
-    return scored + unscored
+    """The trials that can be best (:func:`can_be_best`), best first; then the others (failed, not
+    run), in their original order."""
+    ranked = [r for r in records if can_be_best(r)]
+    others = [r for r in records if not can_be_best(r)]
+    ranked.sort(key=lambda r: r.best if mode == "min" else -r.best)  # type: ignore[operator]
+    return ranked + others
+
+
+def best_trial(records: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The best of ``records`` (already ranked): the first one that can be best, or None."""
+    return next((record for record in records if can_be_best(record)), None)
 
 
 def summary_columns(records: Sequence[TrialRecord], limit: int = 4) -> list[str]:
@@ -98,7 +110,7 @@ def table_rows(
             error = last_line(error)
         rows.append(
             [
-                str(position) if record.best is not None else "-",
+                str(position) if can_be_best(record) else "-",
                 record.trial_id,
                 record.status,
                 *(_cell(record.params.get(key)) for key in parameters),

@@ -43,6 +43,8 @@ from imascl_ray.errors import InputError
 from imascl_ray.prepare import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
 from imascl_ray.tune import results as tables
 from imascl_ray.tune import tracking
+from imascl_ray.tune.files import write_json_atomically
+from imascl_ray.tune.placement_groups import remove_orphaned_placement_groups
 from imascl_ray.tune.space import SearchSpace, load_space, max_concurrent_trials, space_to_dict
 from imascl_ray.tune.trainable import TrialSpec, run_trial, trial_run_dir, trial_run_name
 
@@ -61,7 +63,7 @@ class SweepOutcome:
 
     directory: Path
     records: list[tables.TrialRecord]
-    """Every trial, best first; failed ones last."""
+    """Every trial, best first; failed ones last (they can never be best)."""
     table: str
     best: tables.TrialRecord | None
     best_config: Path | None
@@ -111,7 +113,7 @@ def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
         "shared_teacher": dataclasses.asdict(shared),
         "space_summary": space_to_dict(space),
     }
-    (directory / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    write_json_atomically(directory / STATE_FILE, state)
     spec = TrialSpec(space, directory.name, str(directory), parent_run_id, shared, tags)
     return _fit_and_finish(spec, uri, restore=False)
 
@@ -155,66 +157,13 @@ def resume_sweep(directory: str | Path) -> SweepOutcome:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def orphaned_placement_groups() -> list[Any]:
-    """Placement groups of this job that outlived the actor that made them.
-
-    When the scheduler stops a trial, Tune ends the trial's process; its Ray Train controller (an actor
-    the trial made) dies with it, but the placement group the controller reserved for the workers is
-    scoped to the job, so it stays: the next trial's workers then wait for CPUs that never free up
-    ("worker group startup timed out"). Ray Train's own cleaner only works where its state API is
-    reachable (a dashboard, one cluster per machine). This looks at the GCS placement-group table
-    instead: a group that is still reserved, not detached, made by an actor of this job that is dead,
-    serves nobody.
-    """
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup
-
-    live = {
-        gcs_pb2.PlacementGroupTableData.PENDING,
-        gcs_pb2.PlacementGroupTableData.PREPARED,
-        gcs_pb2.PlacementGroupTableData.CREATED,
-        gcs_pb2.PlacementGroupTableData.RESCHEDULING,
-    }
-    job = ray.get_runtime_context().get_job_id()
-    orphans = []
-    for blob in state._connect_and_get_accessor().get_placement_group_table():
-        data = gcs_pb2.PlacementGroupTableData.FromString(blob)
-        made_by_actor = bool(data.creator_actor_id) and not ray.ActorID(data.creator_actor_id).is_nil()
-        if (
-            data.state in live
-            and not data.is_detached
-            and made_by_actor
-            and data.creator_actor_dead
-            and data.creator_job_id.hex() == job
-        ):
-            orphans.append(PlacementGroup(ray.PlacementGroupID(data.placement_group_id)))
-    return orphans
-
-
-def remove_orphaned_placement_groups() -> int:
-    """Remove :func:`orphaned_placement_groups`; returns how many."""
-    from ray.util.placement_group import remove_placement_group
-
-    removed = 0
-    for group in orphaned_placement_groups():
-        try:
-            remove_placement_group(group)
-            removed += 1
-        except Exception as error:  # already gone
-            logger.debug("placement group %s: %s", group.id.hex(), error)
-    if removed:
-        logger.info("[tune] freed %d placement group(s) left by stopped trials", removed)
-    return removed
-
-
 class SweepCallback(tune.Callback):
     """The driver's bookkeeping while trials run.
 
     - Closes the MLflow child run of a trial that could not close it itself: stopped early by ASHA
       (KILLED, tagged ``imascl.stopped_early``) or failed (FAILED).
     - Every few seconds, frees the placement groups of stopped trials' Train runs
-      (:func:`orphaned_placement_groups`), so the next trial's workers can start.
+      (:mod:`imascl_ray.tune.placement_groups`), so the next trial's workers can start.
     """
 
     def __init__(self, uri: str, parent_run_id: str, reap_every_s: float = 2.0) -> None:
@@ -250,24 +199,24 @@ def trial_dirname(trial) -> str:
 
 
 def _searcher_and_space(space: SearchSpace):
-    """``(search algorithm, param_space)``: Optuna TPE (seeded) or, with a grid, Tune's variant generator."""
+    """``(search algorithm, param_space)``: the space's Tune domains, searched by Optuna TPE (seeded;
+    ``OptunaSearch`` converts the domains itself) or, with a grid, by Tune's variant generator."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = [dict(point) for point in space.points_to_evaluate] or None
+    param_space = space.param_space()
     if space.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         searcher = OptunaSearch(
-            space={key: parameter.to_optuna() for key, parameter in space.parameters.items()},
             metric=space.metric,
             mode=space.mode,
             points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=space.seed),
         )
-        return searcher, {}
-    searcher = BasicVariantGenerator(points_to_evaluate=points, random_state=space.seed)
-    return searcher, {key: parameter.to_tune() for key, parameter in space.parameters.items()}
+        return searcher, param_space
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=space.seed), param_space
 
 
 def _scheduler(space: SearchSpace):
@@ -378,7 +327,7 @@ def _finish(spec: TrialSpec, uri: str, records: list[tables.TrialRecord]) -> Swe
     table = tables.format_table(records, keys, space.metric)
     (directory / "trials.txt").write_text(table + "\n", encoding="utf-8")
     csv_path = tables.write_csv(records, keys, space.metric, directory / "trials.csv")
-    best = records[0] if records and records[0].best is not None else None
+    best = tables.best_trial(records)
     best_config = best_model = None
     if best is not None:
         config = space.trial_config(best.params)

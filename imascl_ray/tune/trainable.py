@@ -24,6 +24,7 @@ from typing import Any
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from imascl_ray.prepare import SharedTeacherCache
+from imascl_ray.tune.files import write_json_atomically
 from imascl_ray.tune.space import SCORE, SearchSpace
 
 TRIAL_RESULT = "trial-result.json"
@@ -164,6 +165,6 @@ def run_trial(params: dict[str, Any], spec: TrialSpec) -> None:
             for key, value in evaluation_metrics(config.eval.suite, outcome.evaluation).items()
         },
     }
-    done.write_text(json.dumps(closing, indent=2) + "\n")
+    write_json_atomically(done, closing)
     log_event(spec.sweep_dir, trial_id, "finished", best=outcome.best_score)
     tune.report(closing)
