@@ -6,15 +6,18 @@ sweep's ``sweep.json``, a log line or Ray Train's ``train_loop_config`` (which R
 dashboard), they would reach everyone who can read those. So the URI is split once on the driver: the
 user name and password go to ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (MLflow's own
 basic-auth settings, which it reads on every request), and every other place sees the URI without them.
-MLflow only; no Ray.
+MLflow and the config only; no Ray.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, MutableMapping
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from imascl_ray.config import Config
 
 #: MLflow's authentication and TLS settings (a worker without them cannot reach a secured server).
 CREDENTIAL_ENVIRONMENT = (
@@ -90,3 +93,13 @@ def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     """The MLflow credential and retry variables set in ``environ`` (default: this process's)."""
     environ = os.environ if environ is None else environ
     return {key: environ[key] for key in CREDENTIAL_ENVIRONMENT + RETRY_ENVIRONMENT if key in environ}
+
+
+def without_credentials(config: Config) -> Config:
+    """``config`` with ``tracking.mlflow_uri`` cleared of credentials, which :func:`adopt_credentials`
+    moves into the environment: what goes into params, Ray Train's ``train_loop_config`` or a pickled
+    Tune trainable from then on has none."""
+    clean = adopt_credentials(config.tracking.mlflow_uri)
+    if clean == config.tracking.mlflow_uri:
+        return config
+    return dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, mlflow_uri=clean))

@@ -146,8 +146,11 @@ def submit(address: str, env: dict[str, str], job_dir: Path, *entrypoint: str) -
                 address,
                 "--working-dir",
                 str(job_dir),
-                "--runtime-env-json",  # as the README shows; the driver must not pass these again
-                '{"env_vars": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}}',
+                # As the README shows. An MLflow setting too: the driver hands MLflow's settings to its
+                # workers through a runtime env of its own, which must merge with the job's.
+                "--runtime-env-json",
+                '{"env_vars": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", '
+                '"MLFLOW_HTTP_REQUEST_TIMEOUT": "90"}}',
                 "--",
                 *entrypoint,
             ],

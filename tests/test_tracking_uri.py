@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -11,6 +13,7 @@ from imascl_ray.tracking_uri import (
     redact_text,
     redact_uri,
     split_credentials,
+    without_credentials,
     worker_environment,
 )
 from imascl_ray.train.trainer import mlflow_uri, start_mlflow_run
@@ -46,6 +49,18 @@ def test_credentials_move_into_mlflows_variables_and_the_uri_loses_them():
     assert split_credentials("sqlite:////a@b/mlflow.db") == ("sqlite:////a@b/mlflow.db", {})
 
 
+def test_a_config_loses_its_uri_credentials_to_the_environment(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    config = load_config(None, [f"tracking.mlflow_uri={SECRET_URI}", "optim.lr=0.01"])
+    clean = without_credentials(config)
+    assert clean.tracking.mlflow_uri == "https://mlflow.example.com:5000/prefix"
+    assert clean.optim.lr == 0.01 and config.tracking.mlflow_uri == SECRET_URI  # a copy; the rest kept
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cr@t"
+    plain = load_config(None, ["tracking.mlflow_uri=http://127.0.0.1:5000"])
+    assert without_credentials(plain) is plain
+
+
 def test_worker_environment_is_mlflows_credentials_and_retry_settings_only():
     environ = {
         "MLFLOW_TRACKING_TOKEN": "t",
@@ -78,8 +93,6 @@ def test_a_run_started_with_a_credentialed_uri_stores_no_credential(tmp_path, mo
 
 @pytest.mark.slow
 def test_a_local_cluster_hands_its_workers_the_mlflow_credentials(monkeypatch):
-    import os
-
     import ray
 
     from imascl_ray.train.session import ray_session

@@ -20,7 +20,7 @@ from typing import Any
 from imascl_ray.config import Config, flatten, to_dict
 from imascl_ray.engine.loop import SCORE
 from imascl_ray.prepare import PreparedRun, SharedTeacherCache, load_student, prepare_run
-from imascl_ray.tracking_uri import adopt_credentials, redact_text
+from imascl_ray.tracking_uri import adopt_credentials, redact_text, without_credentials
 from imascl_ray.train import run_names
 from imascl_ray.train.metrics_sink import call_with_retries
 
@@ -151,10 +151,8 @@ def run_training(
     ``resume`` (:mod:`imascl_ray.train.run_names`); resumed, the run continues from its last checkpoint
     and logs into its earlier MLflow run. A run that raises ends FAILED in MLflow (KILLED on Ctrl-C).
     """
+    config = without_credentials(config)  # it goes into params and Ray's train_loop_config
     uri = mlflow_uri(config)
-    config = dataclasses.replace(
-        config, tracking=dataclasses.replace(config.tracking, mlflow_uri=config.tracking.mlflow_uri and uri)
-    )  # without credentials from here on: the config goes into params and Ray's train_loop_config
     run_name = run_name or config.tracking.run_name or default_run_name(config)
     output = Path(config.tracking.output_dir).resolve()
     run_dir = output / "runs" / run_name

@@ -41,7 +41,7 @@ from ray import tune
 from imascl_ray.config import dump_yaml
 from imascl_ray.errors import InputError
 from imascl_ray.prepare import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
-from imascl_ray.tracking_uri import redact_text
+from imascl_ray.tracking_uri import redact_text, without_credentials
 from imascl_ray.tune import results as tables
 from imascl_ray.tune import tracking
 from imascl_ray.tune.space import SearchSpace, load_space, max_concurrent_trials, space_to_dict
@@ -79,6 +79,7 @@ def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
     """Run the sweep ``space`` describes from the start; see the module docstring."""
     from imascl_ray.train.trainer import mlflow_uri
 
+    space = dataclasses.replace(space, fixed=without_credentials(space.fixed))  # trials are pickled
     output = Path(space.fixed.tracking.output_dir).resolve()
     directory = _new_sweep_dir(output / "sweeps", name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.copyfile(space.path, directory / SPACE_COPY)
