@@ -41,8 +41,9 @@ class MetricsSink:
     """Metrics of one MLflow run, sent in the background; see the module docstring.
 
     ``client`` is anything with MLflow's ``log_batch(run_id, metrics=[...])`` (default: an
-    ``MlflowClient`` for ``tracking_uri``). ``first_backoff_s`` doubles after each failed try up to
-    ``max_backoff_s``.
+    ``MlflowClient`` for ``tracking_uri``, made by the sending thread on its first try, so that a store
+    that cannot be opened yet fails a try, not the worker). ``first_backoff_s`` doubles after each failed
+    try up to ``max_backoff_s``.
     """
 
     def __init__(
@@ -55,11 +56,7 @@ class MetricsSink:
         first_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
     ) -> None:
-        if client is None:
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient(tracking_uri=tracking_uri)
-        self.run_id, self.client = run_id, client
+        self.run_id, self.client, self.tracking_uri = run_id, client, tracking_uri
         self.where = redact_text(str(tracking_uri or "MLflow's default store"))
         self.first_backoff_s, self.max_backoff_s = first_backoff_s, max_backoff_s
         self.sent = 0
@@ -138,6 +135,10 @@ class MetricsSink:
                 batch = [self._pending.popleft() for _ in range(min(BATCH_LIMIT, len(self._pending)))]
                 self._in_flight = len(batch)
             try:
+                if self.client is None:
+                    from mlflow.tracking import MlflowClient
+
+                    self.client = MlflowClient(tracking_uri=self.tracking_uri)
                 self.client.log_batch(self.run_id, metrics=batch)
             except Exception as error:  # any failure of tracking must stay here, never reach training
                 with self._condition:
