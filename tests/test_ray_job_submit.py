@@ -146,8 +146,11 @@ def submit(address: str, env: dict[str, str], job_dir: Path, *entrypoint: str) -
                 address,
                 "--working-dir",
                 str(job_dir),
-                "--runtime-env-json",  # as the README shows; the driver must not pass these again
-                '{"env_vars": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}}',
+                # As the README shows. An MLflow setting too: the driver hands MLflow's settings to its
+                # workers through a runtime env of its own, which must merge with the job's.
+                "--runtime-env-json",
+                '{"env_vars": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", '
+                '"MLFLOW_HTTP_REQUEST_TIMEOUT": "90"}}',
                 "--",
                 *entrypoint,
             ],
@@ -223,3 +226,113 @@ def test_stopping_the_head_leaves_no_process_behind(own_ray_head):
     assert family, "the head has child processes (agents, workers) to stop"
     stop_head(*head)
     assert not [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cluster.yaml's own head commands, run here: Ray's token authentication is really on.
+
+
+def cluster_commands(section: str) -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load((ROOT / "cluster.yaml").read_text())[section])
+
+
+def localised(command: str, *, shared: Path, ports: dict[str, int], extra: str = "") -> str:
+    """A cluster.yaml command for this machine: the shared disk in a temp folder, private ports, no
+    autoscaler config (there is no cluster launcher here); ``extra`` goes after ``ray start``'s flags."""
+    command = command.replace("/mnt/shared", str(shared))
+    for default, port in ports.items():
+        command = re.sub(rf"(?<=[=:]){default}\b|(?<=--port ){default}\b", str(port), command)
+    command = command.replace(" --autoscaling-config=~/ray_bootstrap_config.yaml", "")
+    if "ray start" in command:
+        command += f" {extra}"
+    return command
+
+
+def run_shell(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+    )
+
+
+def plain_environment(home: Path) -> dict[str, str]:
+    """This process's environment without any Ray auth setting (the tests' own disable it), in ``home``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+    return env | {"HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def submit_echo(address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--", "echo", "job-ran"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_cluster_head_commands_start_ray_with_token_auth_on(tmp_path):
+    """cluster.yaml's head_setup_commands and head_start_ray_commands, with private ports, a temp dir
+    and a temp HOME (the token lands there, not in ~/.ray): the job API refuses a submission without the
+    token or with a wrong one, and accepts one with it. `ray stop` is left out (it would stop every Ray
+    on the machine), and so is the MLflow server (its own test below)."""
+    home, shared = tmp_path / "home", tmp_path / "shared"
+    home.mkdir()
+    temp_dir = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dashboard_port = free_port(), free_port()
+    ports = {"6379": port, "8265": dashboard_port, "8076": free_port(), "5000": free_port()}
+    own_ports = " ".join(
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "ray-client-server-port",
+            "node-manager-port",
+        )
+    )
+    extra = f"--temp-dir={temp_dir} --num-cpus=1 {own_ports}"
+    env = plain_environment(home)
+    commands = cluster_commands("head_setup_commands") + [
+        command
+        for command in cluster_commands("head_start_ray_commands")
+        if command.strip() != "ray stop" and "mlflow server" not in command and "mlflow.pid" not in command
+    ]
+    assert any("ray start --head" in command for command in commands)
+    outputs = []
+    try:
+        for command in commands:
+            done = run_shell(localised(command, shared=shared, ports=ports, extra=extra), env, tmp_path)
+            outputs.append(done.stdout + done.stderr)
+            assert done.returncode == 0, (command, outputs[-1][-3000:])
+        token = (home / ".ray" / "auth_token").read_text().strip()
+        assert len(token) >= 32
+        assert (
+            not (Path.home() / ".ray" / "auth_token").exists()
+            or token != (Path.home() / ".ray" / "auth_token").read_text().strip()
+        )
+        assert all(token not in output for output in outputs), "the token was printed"
+        address = f"http://127.0.0.1:{dashboard_port}"
+
+        stranger = tmp_path / "stranger"
+        stranger.mkdir()
+        deadline = time.monotonic() + 120
+        while True:  # the job agent comes up some seconds after `ray start` returns
+            refused = submit_echo(address, plain_environment(stranger))
+            if "No available agent" not in refused.stdout + refused.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        assert refused.returncode != 0 and "job-ran" not in refused.stdout, refused.stdout + refused.stderr
+        assert re.search(r"(?i)401|unauthori[sz]ed|authentication", refused.stdout + refused.stderr)
+        wrong = submit_echo(
+            address, plain_environment(stranger) | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}
+        )
+        assert wrong.returncode != 0 and "job-ran" not in wrong.stdout, wrong.stdout + wrong.stderr
+
+        accepted = submit_echo(address, env | {"RAY_AUTH_MODE": "token"})  # the token of ~/.ray/auth_token
+        assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+        assert "job-ran" in accepted.stdout and "succeeded" in accepted.stdout
+    finally:
+        stop_head(temp_dir, port)

@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Ray cluster to join ('auto' inside `ray job submit`); default: a local cluster of its own",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run named by tracking.run_name from its last checkpoint (without it, a name "
+        "that already has checkpoints is an error)",
+    )
 
 
 def check_inputs(config: Config) -> None:
@@ -51,18 +57,22 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from imascl_ray.config import load_config, resolve_recipe
+    from imascl_ray.errors import InputError
+    from imascl_ray.tracking_uri import redact_uri
 
     config = load_config(resolve_recipe(args.config), args.overrides)  # bad input stops before Ray starts
+    if args.resume and not config.tracking.run_name:
+        raise InputError("--resume needs the run's name: add tracking.run_name=NAME")
     check_inputs(config)
 
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training
 
     with ray_session(args.address, config):
-        outcome = run_training(config)
+        outcome = run_training(config, resume=args.resume)
     print(f"best validation accuracy: {outcome.best_score:.4f}")
     print(f"model: {outcome.model_dir}")
     if outcome.evaluation:
         print(json.dumps(outcome.evaluation, indent=2))
-    print(f"MLflow run {outcome.mlflow_run_id} in {outcome.mlflow_uri}")
+    print(f"MLflow run {outcome.mlflow_run_id} in {redact_uri(outcome.mlflow_uri)}")
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 from imascl_ray.config import load_config, resolve_recipe
 from imascl_ray.eval.report import write_json
+from imascl_ray.train.run_names import unique_suffix
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ def run_quickstart(
     pretrained = resolve_model(config.model.name)
     _stage(2, "training on a local Ray cluster (corpus, teacher cache, 2 workers)")
     with ray_session(address, config):
-        outcome = run_training(config, run_name=f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
+        outcome = run_training(
+            config, run_name=f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}-{unique_suffix()}"
+        )
     model_dir = out / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from imascl_ray.config import Config
 from imascl_ray.logs import LOCAL_CLUSTER_WORKER_SETUP
+from imascl_ray.tracking_uri import adopt_credentials, worker_environment
 
 #: Environment that Ray workers should see too (their own processes do not inherit the driver's).
 WORKER_ENVIRONMENT = (
@@ -19,6 +20,10 @@ WORKER_ENVIRONMENT = (
     "MLFLOW_TRACKING_URI",
 )
 
+#: Set while joining a cluster inside a ``ray job submit`` job, so that the MLflow variables this driver
+#: adds to the job's runtime env may repeat ones the job set already (same values: they came from it).
+_OVERRIDE_JOB_ENV = "RAY_OVERRIDE_JOB_RUNTIME_ENV"
+
 
 @contextlib.contextmanager
 def ray_session(address: str | None, config: Config | None = None, **init_kwargs) -> Iterator[None]:
@@ -27,7 +32,9 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
     ``address=None`` starts a local cluster of this process's own (``address="local"``: a bare
     ``ray.init()`` would join any cluster already running on the machine); inside ``ray job submit``
     pass ``"auto"`` to join the job's cluster, whose environment comes from the job's runtime env
-    (``--runtime-env-json``). Without a GPU the local cluster advertises at least one
+    (``--runtime-env-json``). Either way the workers get MLflow's credential and retry variables
+    (:func:`imascl_ray.tracking_uri.worker_environment`), after credentials written into
+    ``tracking.mlflow_uri`` have moved into them. Without a GPU the local cluster advertises at least one
     CPU per worker plus one for the driver's controller, so a 2-core machine can still run 2 workers.
     """
     import ray
@@ -36,11 +43,15 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
         yield
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    if config is not None:
+        adopt_credentials(config.tracking.mlflow_uri)
     kwargs = {"logging_level": logging.WARNING, **init_kwargs}
+    forwarding_to_a_job = False
     if address is None:
         # Our own cluster: hand the workers the driver's settings. A joined cluster (a `ray job submit`
         # job) has its runtime env already, and Ray refuses to merge one that sets the same variables.
         env = {key: os.environ[key] for key in WORKER_ENVIRONMENT if key in os.environ}
+        env |= worker_environment()
         runtime_env = {"env_vars": env, "worker_process_setup_hook": LOCAL_CLUSTER_WORKER_SETUP}
         kwargs.setdefault("runtime_env", runtime_env)
         kwargs["address"] = "local"
@@ -50,8 +61,29 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
         kwargs.setdefault("include_dashboard", False)
     else:
         kwargs["address"] = address
-    ray.init(**kwargs)
+        # Only MLflow's credentials: a worker on another node has nothing else to get them from. Inside a
+        # job they are the job's own values (so overriding changes nothing); a driver started by hand
+        # on the head (`--address auto`) has no job runtime env to merge with.
+        mlflow_env = worker_environment()
+        if mlflow_env and "runtime_env" not in kwargs:
+            kwargs["runtime_env"] = {"env_vars": mlflow_env}
+            forwarding_to_a_job = True
+    with _job_env_override(forwarding_to_a_job):
+        ray.init(**kwargs)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _job_env_override(enabled: bool) -> Iterator[None]:
+    """Let ``ray.init``'s runtime env repeat variables of the job's (Ray refuses that by default)."""
+    if not enabled or _OVERRIDE_JOB_ENV in os.environ:
+        yield
+        return
+    os.environ[_OVERRIDE_JOB_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(_OVERRIDE_JOB_ENV, None)

@@ -20,6 +20,9 @@ from typing import Any
 from imascl_ray.config import Config, flatten, to_dict
 from imascl_ray.engine.loop import SCORE
 from imascl_ray.prepare import PreparedRun, SharedTeacherCache, load_student, prepare_run
+from imascl_ray.tracking_uri import adopt_credentials, redact_text, without_credentials
+from imascl_ray.train import run_names
+from imascl_ray.train.metrics_sink import call_with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +44,10 @@ class TrainingOutcome:
 
 def mlflow_uri(config: Config) -> str:
     """The tracking URI: the configured one, else a sqlite store under the output folder (absolute, as
-    Ray workers run in other directories)."""
+    Ray workers run in other directories). Credentials written into the URI move to MLflow's environment
+    variables (:func:`imascl_ray.tracking_uri.adopt_credentials`): the URI returned has none."""
     if config.tracking.mlflow_uri:
-        return config.tracking.mlflow_uri
+        return adopt_credentials(config.tracking.mlflow_uri)
     folder = Path(config.tracking.output_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
@@ -52,7 +56,7 @@ def mlflow_uri(config: Config) -> str:
 def default_run_name(config: Config) -> str:
     loss = config.loss
     label = f"{loss.label}{'-tms' if loss.tms and loss.label != 'mse' else ''}"
-    return f"{label}-{config.data.pair_set}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{label}-{config.data.pair_set}-{time.strftime('%Y%m%d-%H%M%S')}-{run_names.unique_suffix()}"
 
 
 def start_mlflow_run(
@@ -71,7 +75,7 @@ def start_mlflow_run(
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
-    params = [Param(key, str(value)[:6000]) for key, value in flatten(config).items()]
+    params = [Param(key, redact_text(str(value))[:6000]) for key, value in flatten(config).items()]
     for start in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[start : start + 100])
     return run.info.run_id
@@ -137,42 +141,116 @@ def run_training(
     callbacks: list[Any] | None = None,
     shared_teacher: SharedTeacherCache | None = None,
     mlflow_run_id: str | None = None,
+    resume: bool = False,
 ) -> TrainingOutcome:
     """Prepare, train on Ray (the caller has called ``ray.init``), export the best model, evaluate.
 
     A Tune trial passes the sweep's ``shared_teacher`` cache, and ``mlflow_run_id`` to log into the
     child run it made (or, resumed, made before) instead of a new one (``tags`` and ``parent_run_id``
-    only apply to a run created here).
+    only apply to a run created here). A run name that already has checkpoints is an error unless
+    ``resume`` (:mod:`imascl_ray.train.run_names`); resumed, the run continues from its last checkpoint
+    and logs into its earlier MLflow run. A run that raises ends FAILED in MLflow (KILLED on Ctrl-C).
     """
+    config = without_credentials(config)  # it goes into params and Ray's train_loop_config
+    uri = mlflow_uri(config)
     run_name = run_name or config.tracking.run_name or default_run_name(config)
     output = Path(config.tracking.output_dir).resolve()
     run_dir = output / "runs" / run_name
+    storage = config.tracking.storage_path or str(output / "ray")
+    if not resume:
+        run_names.check_new_run(run_name, storage, run_dir)
+    elif run_names.ray_snapshot(storage, run_name) is None:
+        logger.warning(
+            "[train] run %s has no checkpoint to resume from: it starts from the beginning", run_name
+        )
     prepared = prepare_run(config, run_dir, shared_teacher=shared_teacher)
-    uri = mlflow_uri(config)
-    run_id = mlflow_run_id or start_mlflow_run(config, run_name, tags=tags, parent_run_id=parent_run_id)
+    run_id = (
+        mlflow_run_id
+        or (_reopen_mlflow_run(uri, run_names.remembered_mlflow_run(run_dir)) if resume else None)
+        or start_mlflow_run(config, run_name, tags=tags, parent_run_id=parent_run_id)
+    )
+    run_names.remember_mlflow_run(run_dir, run_id)
     logger.info("[train] MLflow run %s in %s", run_id, uri)
+    try:
+        outcome = _train_export_evaluate(config, prepared, run_name, storage, run_dir, uri, run_id, callbacks)
+        if evaluate and config.eval.suite != "none":
+            outcome.evaluation = evaluate_exported(config, prepared, outcome.model_dir, run_id, uri)
+    except Exception:
+        _close_quietly(uri, run_id, "FAILED")
+        raise
+    except KeyboardInterrupt:
+        _close_quietly(uri, run_id, "KILLED")
+        raise
+    # (A SystemExit is Tune stopping a trial: the sweep closes its run, tagged as stopped early.)
+    try:
+        call_with_retries(
+            lambda: _finish_mlflow(uri, run_id, "FINISHED", artifacts=outcome.model_dir),
+            what=f"closing MLflow run {run_id}",
+        )
+    except Exception as error:  # the model is exported: tracking must not fail the run now
+        logger.warning(
+            "[train] MLflow run %s could not be closed (%s)", run_id, redact_text(str(error))[:300]
+        )
+    return outcome
+
+
+def _train_export_evaluate(
+    config: Config,
+    prepared: PreparedRun,
+    run_name: str,
+    storage: str,
+    run_dir: Path,
+    uri: str,
+    run_id: str,
+    callbacks: list[Any] | None,
+) -> TrainingOutcome:
+    """Ray Train's ``fit()`` (it raises if the run fails), then the export of its best checkpoint."""
     payload = {
         "config": to_dict(config),
         "prepared": dataclasses.asdict(prepared),
         "mlflow_uri": uri,
         "mlflow_run_id": run_id,
     }
-    storage = config.tracking.storage_path or str(output / "ray")
     trainer = build_trainer(config, payload, run_name, storage, callbacks)
     result = trainer.fit()
-    if result.error:
-        _finish_mlflow(uri, run_id, "FAILED")
+    if result.error:  # older Ray returned the error instead of raising it
         raise result.error
     best = _best_checkpoint(result)
     model_dir = export_best_model(prepared, config, best[0], run_dir / "model")
     logger.info("[train] best %s %.4f: exported %s", SCORE, best[1], model_dir)
-    outcome = TrainingOutcome(
+    return TrainingOutcome(
         run_dir, model_dir, best[1], dict(result.metrics or {}), run_id, uri, dict(result.return_value or {})
     )
-    if evaluate and config.eval.suite != "none":
-        outcome.evaluation = evaluate_exported(config, prepared, model_dir, run_id, uri)
-    _finish_mlflow(uri, run_id, "FINISHED", artifacts=model_dir)
-    return outcome
+
+
+def _reopen_mlflow_run(uri: str, run_id: str | None) -> str | None:
+    """Set a resumed run's earlier MLflow run back to RUNNING; None if there is none at ``uri``."""
+    from mlflow.tracking import MlflowClient
+
+    if run_id is None:
+        return None
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.get_run(run_id)
+    except Exception:
+        logger.warning("[train] MLflow run %s of the resumed run is not in %s: starting another", run_id, uri)
+        return None
+    client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def _close_quietly(uri: str, run_id: str, status: str) -> None:
+    """End the MLflow run as ``status`` without hiding the error that ended the run."""
+    try:
+        call_with_retries(
+            lambda: _finish_mlflow(uri, run_id, status),
+            what=f"marking MLflow run {run_id} {status}",
+            timeout_s=60.0,
+        )
+    except Exception as error:
+        logger.warning(
+            "[train] could not mark MLflow run %s %s: %s", run_id, status, redact_text(str(error))[:300]
+        )
 
 
 def _best_checkpoint(result) -> tuple[Any, float]:

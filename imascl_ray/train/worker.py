@@ -12,26 +12,36 @@ import torch
 
 from imascl_ray.config import from_dict
 from imascl_ray.engine.loop import RankContext, TrainingLoop
-from imascl_ray.eval.tracking import log_metrics
 from imascl_ray.logs import configure_logging, quiet_ray_train_reports
 from imascl_ray.prepare import PreparedRun
+from imascl_ray.train.metrics_sink import MetricsSink
+
+#: How long rank 0 waits at the end of training for queued metrics to reach an MLflow server that is away.
+METRICS_FLUSH_TIMEOUT_S = 120.0
 
 
 class RayReporter:
-    """Forwards the loop's reports to ``ray.train.report`` and, on rank 0 only, to the run's MLflow run."""
+    """Forwards the loop's reports to ``ray.train.report`` and, on rank 0 only, to the run's MLflow run.
+
+    MLflow gets them through a :class:`~imascl_ray.train.metrics_sink.MetricsSink`: sent in the
+    background, retried and queued while the server is away, so tracking never stalls or ends training.
+    """
 
     def __init__(self, rank: int, mlflow_uri: str | None, mlflow_run_id: str | None) -> None:
-        self.mlflow_uri = mlflow_uri
-        self.mlflow_run_id = mlflow_run_id if rank == 0 else None
+        self.sink = MetricsSink(mlflow_run_id, mlflow_uri) if rank == 0 and mlflow_run_id else None
 
     def __call__(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        if self.mlflow_run_id is not None:
+        if self.sink is not None:
             step = int(metrics.get("step", 0))
-            values = {key: value for key, value in metrics.items() if key != "step"}
-            log_metrics(values, run_id=self.mlflow_run_id, tracking_uri=self.mlflow_uri, step=step)
+            self.sink.log({key: value for key, value in metrics.items() if key != "step"}, step)
         ray.train.report(
             metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint) if checkpoint else None
         )
+
+    def close(self, timeout_s: float = METRICS_FLUSH_TIMEOUT_S) -> None:
+        """Wait (at most ``timeout_s``) for the queued metrics to reach MLflow."""
+        if self.sink is not None:
+            self.sink.close(timeout_s)
 
 
 def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +59,12 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
         rank_context = RankContext(rank, world_size, device, Path(resume_dir) if resume_dir else None)
         loop = TrainingLoop(config, prepared, rank_context, reporter)
-    summary = loop.run()
+    try:
+        summary = loop.run()
+    except BaseException:
+        reporter.close(timeout_s=10.0)  # a failing worker group: keep what can go out quickly
+        raise
+    reporter.close()
     summary["nodes"] = _gather_node_ids(world_size)
     return summary
 

@@ -41,6 +41,7 @@ from ray import tune
 from imascl_ray.config import dump_yaml
 from imascl_ray.errors import InputError
 from imascl_ray.prepare import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
+from imascl_ray.tracking_uri import redact_text, without_credentials
 from imascl_ray.tune import results as tables
 from imascl_ray.tune import tracking
 from imascl_ray.tune.files import write_json_atomically
@@ -80,6 +81,7 @@ def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
     """Run the sweep ``space`` describes from the start; see the module docstring."""
     from imascl_ray.train.trainer import mlflow_uri
 
+    space = dataclasses.replace(space, fixed=without_credentials(space.fixed))  # trials are pickled
     output = Path(space.fixed.tracking.output_dir).resolve()
     directory = _new_sweep_dir(output / "sweeps", name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.copyfile(space.path, directory / SPACE_COPY)
@@ -104,7 +106,7 @@ def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
         "space": str(space.path.resolve()),
         "base_dir": str(space.path.resolve().parent),
         "cwd": os.getcwd(),
-        "overrides": list(space.overrides),
+        "overrides": [redact_text(override) for override in space.overrides],  # no URI credentials
         "num_samples": space.num_samples,
         "git_commit": commit,
         "tags": tags,
@@ -274,9 +276,26 @@ def _fit_and_finish(spec: TrialSpec, uri: str, *, restore: bool) -> SweepOutcome
                 verbose=1,
             ),
         )
-    grid = tuner.fit()  # does not raise when trials fail: their errors are in the results
-    records = tables.rank(_records(grid, spec), space.mode)
-    return _finish(spec, uri, records)
+    try:
+        grid = tuner.fit()  # does not raise when trials fail: their errors are in the results
+        records = tables.rank(_records(grid, spec), space.mode)
+        return _finish(spec, uri, records)
+    except Exception:
+        _close_parent_quietly(uri, spec.parent_run_id, "FAILED")
+        raise
+    except KeyboardInterrupt:
+        _close_parent_quietly(uri, spec.parent_run_id, "KILLED")
+        raise
+
+
+def _close_parent_quietly(uri: str, run_id: str, status: str) -> None:
+    """End the sweep's parent run as ``status`` without hiding the error that ended the sweep."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)
+    except Exception as error:
+        logger.warning("[tune] could not mark MLflow run %s %s: %s", run_id, status, redact_text(str(error)))
 
 
 def _records(grid, spec: TrialSpec) -> list[tables.TrialRecord]:

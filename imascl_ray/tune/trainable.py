@@ -154,6 +154,7 @@ def run_trial(params: dict[str, Any], spec: TrialSpec) -> None:
         callbacks=[ValidationReportCallback(spec.space.metric, spec.sweep_dir, trial_id)],
         shared_teacher=spec.shared_teacher,
         mlflow_run_id=run_id,
+        resume=True,  # Tune restarts a trial in its own run folder: it continues from its checkpoint
     )
     metric = spec.space.metric
     closing = {

@@ -1,0 +1,111 @@
+"""Rank 0's metrics sink against a real sqlite MLflow store reached through a client that fails on purpose."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from imascl_ray.train.metrics_sink import MetricsSink, call_with_retries
+
+
+class FlakyClient:
+    """A real ``MlflowClient`` whose ``log_batch`` raises while ``down`` is set (a server away)."""
+
+    def __init__(self, uri: str) -> None:
+        self.real = MlflowClient(tracking_uri=uri)
+        self.down = threading.Event()
+        self.calls = 0
+
+    def log_batch(self, run_id, metrics):
+        self.calls += 1
+        if self.down.is_set():
+            raise MlflowException("API request failed: Connection refused (https://u:hunter2@host)")
+        self.real.log_batch(run_id, metrics=metrics)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("sink")).info.run_id
+    return uri, run_id
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient(tracking_uri=uri).get_metric_history(run_id, key))
+
+
+def test_metrics_logged_while_the_store_is_away_arrive_when_it_is_back(store, caplog):
+    uri, run_id = store
+    client = FlakyClient(uri)
+    sink = MetricsSink(run_id, uri, client=client, first_backoff_s=0.05, max_backoff_s=0.2)
+    sink.log({"train/loss": 1.0}, step=1)
+    client.down.set()
+    with caplog.at_level(logging.WARNING, logger="imascl_ray.train.metrics_sink"):
+        started = time.monotonic()
+        for step in range(2, 12):
+            sink.log({"train/loss": 1.0 / step, "bad": float("nan")}, step=step)
+        assert time.monotonic() - started < 0.5  # logging never waits for the store
+        time.sleep(0.5)
+        client.down.clear()
+        sink.close(timeout_s=10)
+    assert history(uri, run_id, "train/loss") == [(step, 1.0 / step) for step in range(1, 12)]
+    assert history(uri, run_id, "bad") == []
+    assert client.calls > 3 and sink.dropped == 0 and sink.sent == 11
+    away = [r for r in caplog.records if "could not log metrics" in r.getMessage()]
+    assert len(away) == 1  # one warning however many tries failed
+    assert "hunter2" not in caplog.text  # the error's URI is redacted
+
+
+def test_metrics_the_store_never_takes_are_dropped_with_one_warning(store, caplog):
+    uri, run_id = store
+    client = FlakyClient(uri)
+    client.down.set()
+    sink = MetricsSink(run_id, uri, client=client, first_backoff_s=0.05, max_backoff_s=0.1)
+    for step in range(5):
+        sink.log({"a": float(step), "b": 2.0}, step=step)
+    with caplog.at_level(logging.WARNING, logger="imascl_ray.train.metrics_sink"):
+        started = time.monotonic()
+        sink.close(timeout_s=0.5)
+        assert time.monotonic() - started < 2  # close gives up on time
+    assert sink.dropped == 10 and sink.sent == 0
+    assert len([r for r in caplog.records if "dropped 10 metric value(s)" in r.getMessage()]) == 1
+    assert history(uri, run_id, "a") == []
+
+
+def test_a_full_queue_drops_its_oldest_values(store):
+    uri, run_id = store
+    client = FlakyClient(uri)
+    client.down.set()
+    sink = MetricsSink(run_id, uri, client=client, max_buffered=5, first_backoff_s=0.05, max_backoff_s=0.05)
+    for step in range(8):
+        sink.log({"a": float(step)}, step=step)
+    client.down.clear()
+    sink.close(timeout_s=10)
+    assert [step for step, _ in history(uri, run_id, "a")] == [3, 4, 5, 6, 7]
+    assert sink.dropped == 3
+
+
+def test_call_with_retries_retries_until_success_and_gives_up_after_its_time():
+    outcomes = iter([OSError("locked"), OSError("locked"), "done"])
+
+    def flaky():
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert call_with_retries(flaky, what="x", first_backoff_s=0.01) == "done"
+
+    def always():
+        raise OSError("database is locked")
+
+    started = time.monotonic()
+    with pytest.raises(OSError, match="locked"):
+        call_with_retries(always, what="x", timeout_s=0.3, first_backoff_s=0.05, max_backoff_s=0.1)
+    assert time.monotonic() - started < 1.0
