@@ -245,7 +245,7 @@ def test_a_sweep_whose_every_trial_fails_lists_the_errors_and_exits_1(ray_cluste
             f"model.name={assets['model']}",
             f"data.corpus={assets['corpus']}",
             f"tracking.output_dir={tmp_path}",
-            "loss.label=hard_negatives",
+            "loss.name=hard_negatives",
             "loss.hard_negatives=5000",
             "--num-samples",
             "2",
