@@ -129,16 +129,18 @@ def test_two_workers_take_the_same_first_step_as_one(ray_cluster, assets, tmp_pa
     [
         ("loss.name=infonce",),
         ("loss.name=hard_negatives", "loss.hard_negatives=2"),
-        ("loss.name=mse", "loss.tms=false"),  # the issue's failing command, on 2 workers
+        ("loss.name=mse",),  # the issue's failing command on 2 workers: a shape error at step 1
         ("loss.name=soft", "loss.labels=average", "loss.local=true", "loss.teacher_tau=0.01"),
     ],
     ids=lambda overrides: overrides[0].removeprefix("loss.name="),
 )
 def test_every_loss_trains_on_two_workers(ray_cluster, assets, tmp_path, loss):
+    """A short run of each loss: its loss falls and validation accuracy does not fall below the start."""
     config = make_config(
         assets,
         tmp_path,
         *loss,
+        "loss.tms=false",
         "optim.lr=1e-3",
         "schedule.max_steps=20",
         "schedule.log_every=5",
@@ -146,11 +148,11 @@ def test_every_loss_trains_on_two_workers(ray_cluster, assets, tmp_path, loss):
         "eval.suite=none",
     )
     outcome = run_training(config, run_name="loss")
+    losses = [value for _, value in metric_history(outcome, "train/loss")]
+    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], losses
     validation = read_corpus(outcome.run_dir / "data" / "validation.parquet").groups()
     before = evaluate_pair_groups(SentenceEncoder.from_pretrained(assets["model"]), validation)["en-fr"]
-    assert outcome.best_score > before["accuracy"], (outcome.best_score, before)
-    losses = [value for _, value in metric_history(outcome, "train/loss")]
-    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    assert outcome.best_score >= before["accuracy"], (outcome.best_score, before)
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_run(
