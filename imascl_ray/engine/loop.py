@@ -310,7 +310,7 @@ class TrainingLoop:
     def run(self) -> dict[str, Any]:
         """Train until the step budget, the epochs or the patience runs out; returns a summary."""
         schedule, position = self.config.schedule, self.position
-        started, window, batches = time.perf_counter(), _Window(), None
+        started, first_step, window, batches = time.perf_counter(), position.global_step, _Window(), None
         if self.context.rank == 0:
             logger.info(
                 "training: %d steps (%d per epoch), global batch %d on %d worker(s), %s, %s",
@@ -337,7 +337,7 @@ class TrainingLoop:
             metrics = window.metrics(schedule.global_batch_size)
             metrics |= {"epoch": epoch, "step": position.global_step}
             if self.context.rank == 0:
-                elapsed = time.perf_counter() - started
+                seconds_per_step = (time.perf_counter() - started) / (position.global_step - first_step)
                 logger.info(
                     "step %d/%d  loss %.4f  lr %.2e  %.1f pairs/s  eta %.0f s",
                     position.global_step,
@@ -345,7 +345,7 @@ class TrainingLoop:
                     metrics["train/loss"],
                     metrics["train/lr"],
                     metrics["pairs_per_s"],
-                    elapsed / position.global_step * (self.total_steps - position.global_step),
+                    seconds_per_step * (self.total_steps - position.global_step),
                 )
             if validate:
                 metrics |= self._track(self.validate())
