@@ -2,8 +2,9 @@
 
 Two gloo processes on CPU (``W = 2``, one torch thread each) each hold ``B = N / W`` pairs of random unit
 student embeddings (``d = 384``, leaves with gradient) and the global batch's teacher embeddings (as the
-training loop looks them up in the cache), and run :func:`imascl_ray.distributed.distributed_loss`
-forward and backward: Priority labels, TMS (``lam = 0.1``), ``tau = 0.1``, teacher ``tau = 0.05``. A global
+training loop looks them up in the cache), gather them (:func:`imascl_ray.distributed.gather_inputs`) and
+run :class:`imascl_ray.losses.SoftContrastiveLoss` forward and backward: Priority labels, TMS
+(``lam = 0.1``), ``tau = 0.1``, teacher ``tau = 0.05``. A global
 batch of ``N`` pairs is ``2N`` embeddings: the largest size, 8192 pairs, is 16,384 embeddings.
 
 Measured per rank, for each form and ``N`` (a fresh pair of processes per ``N``):
@@ -12,7 +13,7 @@ Measured per rank, for each form and ``N`` (a fresh pair of processes per ``N``)
   ``saved_tensors_hooks`` pair (each storage once): one per soft cross-entropy term (rows, columns and
   the 2 monolingual terms), ``[N, N]`` in the full form and ``[B, N]`` in the local one. The loss keeps
   the gradient of its logits, computed in forward, and neither the log-probabilities nor the soft
-  labels (:class:`imascl_ray.losses._SoftCrossEntropySum`). What the local form divides by ``W``;
+  labels (:class:`imascl_ray.losses.maths._SoftCrossEntropySum`). What the local form divides by ``W``;
 * ``saved_mib``: everything the graph saves;
 * ``peak_rss_mib``: the rise of the process's peak resident memory (``ru_maxrss``) over its resident
   memory before the step (the local form runs first, so the full form's figure is its own peak). The
@@ -62,7 +63,8 @@ def _rank(rank: int, init_file: str, out_dir: str, pairs: int, repeats: int) -> 
     import torch
     import torch.distributed as dist
 
-    from imascl_ray.distributed import distributed_loss
+    from imascl_ray.distributed import gather_inputs
+    from imascl_ray.losses import SoftContrastiveLoss
 
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -95,19 +97,9 @@ def _rank(rank: int, init_file: str, out_dir: str, pairs: int, repeats: int) -> 
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            loss = distributed_loss(
-                src,
-                tgt,
-                teacher,
-                None,
-                kind="priority",
-                tau=0.1,
-                teacher_tau=0.05,
-                lam=0.1,
-                local=local,
-                teacher_scope="global",
-            )
-        loss.backward()
+            loss = SoftContrastiveLoss("priority", tau=0.1, teacher_tau=0.05, lam=0.1, local=local)
+            value = loss(gather_inputs(src, tgt, teacher)).value
+        value.backward()
         elapsed = torch.tensor(time.perf_counter() - start)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # the step is as slow as its slower rank
         return float(elapsed)
@@ -221,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
         "world_size": WORLD,
         "dim": DIM,
-        "loss": "priority labels, TMS lam=0.1, teacher_scope=global",
+        "loss": "soft, priority labels, TMS lam=0.1, teacher rows of the global batch",
         "sizes": rows,
         "largest_pairs": largest["pairs"],
         "local_over_full_wide": largest["local_over_full"]["wide_mib"],

@@ -5,7 +5,7 @@ The model is a BERT-base-sized encoder (hidden 768, 12 layers, 12 heads, FFN 307
 project's :class:`~imascl_ray.encoder.SentenceEncoder` (mean pooling, L2 normalisation). Inputs are random
 token ids, every sequence exactly ``--seq-len`` tokens (128; no padding, so the FLOPs are exact). A step:
 encode the source and target sides with gradient under the project's bf16 autocast, the soft loss with
-cached-teacher labels (:func:`imascl_ray.distributed.distributed_loss`: Priority, TMS ``lam=0.1``, as the
+cached-teacher labels (:class:`imascl_ray.losses.SoftContrastiveLoss`: Priority, TMS ``lam=0.1``, as the
 training loop calls it), backward, gradient clipping, the project's AdamW (fused), synchronise.
 
 Model FLOPs per step (the usual MFU convention: matmuls only, backward = 2 x forward, embeddings and
@@ -97,22 +97,21 @@ def project_step(encoder, config, args, device, precision):
     """(a): the project's encoder, soft loss with cached-teacher labels, AdamW; returns a callable."""
     import torch
 
-    from imascl_ray.distributed import distributed_loss
+    from imascl_ray.distributed import gather_inputs
     from imascl_ray.engine.optim import build_optimizer
     from imascl_ray.engine.precision import autocast
+    from imascl_ray.losses import SoftContrastiveLoss
 
     optimizer = build_optimizer(encoder.parameters(), lr=3e-5)
     teacher = torch.nn.functional.normalize(torch.randn(args.batch, 384, device=device), dim=1)
+    soft = SoftContrastiveLoss("priority", tau=0.1, teacher_tau=0.05, lam=0.1)
 
     def step(i: int) -> None:
         src_features = random_features(config, args.batch, args.seq_len, device, 2 * i)
         tgt_features = random_features(config, args.batch, args.seq_len, device, 2 * i + 1)
         with autocast(precision, device):
             src, tgt = encoder.embed_tokens(src_features), encoder.embed_tokens(tgt_features)
-            loss = distributed_loss(
-                src, tgt, teacher, None, kind="priority", tau=0.1, teacher_tau=0.05, lam=0.1,
-                teacher_scope="global",
-            )  # fmt: skip
+            loss = soft(gather_inputs(src, tgt, teacher)).value
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)

@@ -87,7 +87,8 @@ def build_setup(args: argparse.Namespace) -> Setup:
         f"model.freeze_embeddings={str(not args.unfrozen).lower()}",
         f"teacher.max_length={args.max_length}",
         *data,
-        "loss.label=priority",
+        "loss.name=soft",
+        "loss.labels=priority",
         "loss.tau=0.1",
         "loss.teacher_tau=0.05",
         "loss.tms=true",
@@ -121,15 +122,15 @@ def build_setup(args: argparse.Namespace) -> Setup:
 
 
 # ---------------------------------------------------------------------------------------------- (a), (b)
-def project_step(setup: Setup, label: str):
+def project_step(setup: Setup, loss: str):
     """The project's own step: a single-rank :class:`TrainingLoop` on the prepared run."""
     from dataclasses import replace
 
     from imascl_ray.engine.loop import RankContext, TrainingLoop
 
     config = setup.config
-    if label != config.loss.label:
-        config = replace(config, loss=replace(config.loss, label=label))
+    if loss != config.loss.name:
+        config = replace(config, loss=replace(config.loss, name=loss))
     loop = TrainingLoop(config, setup.prepared, RankContext(), lambda metrics, checkpoint: None)
 
     def step(i: int) -> None:
@@ -194,7 +195,7 @@ def authors_step(setup: Setup):
 
     from imascl_ray.encoder import SentenceEncoder
     from imascl_ray.engine.optim import build_optimizer, linear_schedule
-    from imascl_ray.losses import imascl_loss, soft_labels
+    from imascl_ray.losses import LossInputs, SoftContrastiveLoss
     from imascl_ray.teacher import Teacher
 
     config = setup.config
@@ -207,6 +208,7 @@ def authors_step(setup: Setup):
     teacher = Teacher.from_pretrained(setup.prepared.teacher, prefix="query: ", max_length=length)
     optimizer = build_optimizer(student.parameters(), lr=config.optim.lr)
     scheduler = linear_schedule(optimizer, total_steps=config.schedule.max_steps)
+    authors_loss = SoftContrastiveLoss("priority", tau=config.loss.tau, lam=1.0)  # labels at tau too
 
     def padded(encoder: SentenceEncoder, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = encoder.tokenizer(
@@ -222,10 +224,9 @@ def authors_step(setup: Setup):
         src, tgt, anchors = setup.small_texts[i % len(setup.small_texts)]
         with torch.no_grad():
             teacher_anchor = teacher.encoder.embed_tokens(padded(teacher.encoder, anchors))
-        labels = soft_labels(teacher_anchor, kind="priority", tau=config.loss.tau)
         src_emb = student.embed_tokens(padded(student, src))
         tgt_emb = student.embed_tokens(padded(student, tgt))
-        value = imascl_loss(src_emb, tgt_emb, labels, tau=config.loss.tau, lam=1.0)
+        value = authors_loss(LossInputs.single_process(src_emb, tgt_emb, teacher_anchor)).value
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), config.optim.max_grad_norm)
@@ -290,8 +291,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup = build_setup(args)
     log("building the four variants")
     authors, authors_length = authors_step(setup)
-    soft, soft_small = project_step(setup, "priority")
-    hard, _ = project_step(setup, "hard")
+    soft, soft_small = project_step(setup, "soft")
+    hard, _ = project_step(setup, "infonce")
     variants = {
         "soft": soft,
         "hard": hard,

@@ -109,15 +109,19 @@ class DataConfig:
 class LossConfig:
     """Which loss, and its temperatures."""
 
-    label: Literal["priority", "average", "hard", "mse", "hard_negatives"] = "priority"
-    """Soft labels (priority: Eq. 4, average: Eq. 5), InfoNCE (hard), embedding MSE, or mUSE-style
-    hard negatives."""
+    name: Literal["soft", "infonce", "mse", "hard_negatives"] = "soft"
+    """The loss: ``soft`` (the paper's soft-contrastive loss, labels from the teacher), ``infonce`` (hard
+    labels: only the translation is a positive), ``mse`` (embedding distillation onto the teacher,
+    Reimers & Gurevych 2020) or ``hard_negatives`` (InfoNCE with mined hard negatives, mUSE)."""
+    labels: Literal["priority", "average"] = "priority"
+    """The soft labels of ``soft``: ``priority`` (Eq. 4, the anchor language's teacher similarities) or
+    ``average`` (Eq. 5, both languages')."""
     tau: float = 0.1
     """Student temperature: ``sim = cos / tau``."""
     teacher_tau: float | None = None
     """Temperature of the soft labels; None: ``tau``, as in the paper."""
     tms: bool = True
-    """Add the monolingual term: ``L = lam * L_cross + L_mono`` (Eq. 8)."""
+    """Add the monolingual term: ``L = lam * L_cross + L_mono`` (Eq. 8; not for ``mse``)."""
     lam: float = 0.1
     """Weight of the cross-lingual term under TMS (the paper: 0.1; the authors' code: 1)."""
     margin: float = 0.0
@@ -126,6 +130,12 @@ class LossConfig:
     """For ``hard_negatives``: how many teacher-nearest non-translations join the batch per pair."""
     local: bool = False
     """Compute each worker's own rows and columns only (B x N logits instead of N x N)."""
+
+    @property
+    def label(self) -> str:
+        """Transitional, read-only, not a config key: the value the removed ``loss.label`` had, for code
+        not yet on ``name`` / ``labels`` (``prepare.py``, ``train/trainer.py``'s run names)."""
+        return {"soft": self.labels, "infonce": "hard"}.get(self.name, self.name)
 
 
 @dataclass
@@ -212,16 +222,6 @@ class TrackingConfig:
 
 
 @dataclass
-class DebugConfig:
-    """Hooks for testing fault tolerance; leave them alone in real runs."""
-
-    fail_at_step: int | None = None
-    """Kill one worker process once, when it is about to run this global step (0-based)."""
-    fail_rank: int = 1
-    """The rank that ``fail_at_step`` kills."""
-
-
-@dataclass
 class Config:
     """Everything one training run needs."""
 
@@ -234,7 +234,6 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    debug: DebugConfig = field(default_factory=DebugConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -243,7 +242,16 @@ class Config:
 
 RECIPES = Path(__file__).parent / "recipes"
 
-RETIRED_KEYS: dict[str, str] = {"loss.label": "loss.name (which loss) and loss.labels (priority or average)"}
+_FAULT_HOOK = "the environment variables IMASCL_FAULT_AT_STEP and IMASCL_FAULT_RANK (fault injection is for tests)"
+RETIRED_KEYS: dict[str, str] = {
+    "loss.label": (
+        "loss.name (soft, infonce, mse, hard_negatives) for the loss and loss.labels (priority, average) for "
+        "the soft labels: loss.label=priority is loss.name=soft loss.labels=priority, loss.label=hard is "
+        "loss.name=infonce"
+    ),
+    "debug.fail_at_step": _FAULT_HOOK,
+    "debug.fail_rank": _FAULT_HOOK,
+}
 """Keys that no longer exist, and what replaced them (the message names them)."""
 
 

@@ -1,36 +1,33 @@
-"""Negatives across workers: gather embeddings with gradient, and the loss in its full and local forms.
+"""Negatives across workers: gather embeddings with gradient into the inputs every loss takes.
 
 With ``W`` data-parallel ranks each holding ``B`` pairs of a global batch of ``N = W * B``, every rank
 gathers the batch's student embeddings (:func:`gather_with_grad`) so each sentence is contrasted with all
-``N - 1`` others, not only its ``B - 1`` neighbours. Two forms of the loss, same value and gradients:
+``N - 1`` others, not only its ``B - 1`` neighbours: :func:`gather_inputs` turns a rank's embeddings into
+the :class:`~imascl_ray.losses.LossInputs` that every loss of :mod:`imascl_ray.losses` is called on. A
+contrastive loss then computes in one of two forms, same value and gradients:
 
 * ``full``: every rank computes the whole ``N x N`` loss (simple; ``O(N^2)`` memory per rank);
 * ``local``: every rank computes only its own rows and columns, ``B x N`` logits (``O(N^2 / W)``),
   as open_clip's ``local_loss`` does; the shares add up to the global loss.
 
-Convention, for both forms: the value returned on each rank, *averaged over ranks*, is the global loss,
-and ``backward()`` followed by DDP's gradient *averaging* gives the single-process gradient of that loss.
-(For the full form the returned value is the global loss itself; for the local form it is ``W`` times the
-rank's share.) Only public ``torch.distributed`` APIs are used; ranks are global ranks, so it is correct
-on many nodes. Not distributed (or a world of one), everything reduces to the single-process loss.
+Convention, for every loss and form: the value returned on each rank, *averaged over ranks*
+(:func:`mean_over_ranks`), is the global loss, and ``backward()`` followed by DDP's gradient *averaging*
+gives the single-process gradient. (For the full form the returned value is the global loss itself; for
+the local form it is ``W`` times the rank's share.) Only public ``torch.distributed`` APIs are used; ranks
+are global ranks, so it is correct on many nodes. Not distributed (or a world of one), everything reduces
+to the single-process loss.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from imascl_ray.losses import (
-    LabelKind,
-    imascl_loss,
-    label_logits,
-    local_imascl_loss,
-    mse_distillation_loss,
-    soft_labels,
-)
+from imascl_ray.losses import LossInputs
 
 _MAX_DIMS = 8
 
@@ -111,122 +108,49 @@ def gather_with_grad(
     return _GatherWithGrad.apply(x, group)
 
 
-def _row_logsumexp(logits_rows: Tensor, group: dist.ProcessGroup | None) -> Tensor:
-    """Gather every rank's row log-sum-exp of the label logits: ``[N]``, enough to normalise any column."""
-    return gather_with_grad(torch.logsumexp(logits_rows, dim=1), group, check_shapes=False)
-
-
-def _local_label_blocks(
-    anchor_all: Tensor,
-    other_all: Tensor | None,
-    *,
-    kind: LabelKind,
-    tau: float,
-    offset: int,
-    rows: int,
-    group: dist.ProcessGroup | None,
-) -> tuple[Tensor, Tensor]:
-    """This rank's rows ``w[R, :]`` and transposed columns ``w[:, R].T`` of the soft labels, ``[B, N]`` each.
-
-    A column of ``w`` mixes every row's softmax normaliser; each rank computes the log-sum-exp of its own
-    rows and the ranks exchange those ``N`` numbers, so no rank ever builds the ``N x N`` label matrix.
-    """
-    n = anchor_all.shape[0]
-    block = slice(offset, offset + rows)
-    if kind == "hard":
-        eye = torch.zeros(rows, n, dtype=anchor_all.dtype, device=anchor_all.device)
-        eye[torch.arange(rows), torch.arange(offset, offset + rows)] = 1.0
-        return eye, eye
-    other_rows = other_all[block] if other_all is not None else None
-    logits_rows = label_logits(anchor_all[block], anchor_all, other_rows, other_all, kind=kind, tau=tau)
-    row_labels = logits_rows.softmax(dim=1)
-    logsumexp_all = _row_logsumexp(logits_rows, group)
-    # Column j of w is exp(logits[:, j] - lse); label logits are symmetric, so logits[:, R].T = logits[R].
-    col_labels = torch.exp(logits_rows - logsumexp_all[None, :])
-    return row_labels, col_labels
-
-
-def distributed_loss(
+def gather_inputs(
     src: Tensor,
     tgt: Tensor,
     teacher_anchor: Tensor | None = None,
     teacher_other: Tensor | None = None,
-    *,
-    kind: LabelKind | Literal["mse"],
-    tau: float,
-    teacher_tau: float | None = None,
-    lam: float | None = None,
-    margin: float = 0.0,
-    local: bool = False,
-    teacher_scope: Literal["local", "global"] = "local",
     negatives: Tensor | None = None,
     group: dist.ProcessGroup | None = None,
-) -> Tensor:
-    """The training loss of one data-parallel rank, with negatives gathered from every rank.
+) -> LossInputs:
+    """This rank's :class:`~imascl_ray.losses.LossInputs`: its embeddings and every rank's, gathered.
 
     Args:
         src, tgt: ``[B, d]`` this rank's student embeddings (its slice of the global batch).
-        teacher_anchor, teacher_other: teacher embeddings of the anchor and the other side, either this
-            rank's slice (``teacher_scope="local"``, gathered here) or the whole global batch
-            (``"global"``, e.g. looked up from a teacher cache by every rank); ``teacher_anchor`` is not
-            needed for hard labels, ``teacher_other`` only for ``average``.
-        kind: ``hard``, ``priority``, ``average`` (:func:`imascl_ray.losses.soft_labels`) or ``mse``
-            (:func:`imascl_ray.losses.mse_distillation_loss`, which needs no negatives: it is averaged
-            over the local batch and DDP's averaging makes it the global mean).
-        tau: the student temperature; ``teacher_tau`` the labels' (default: ``tau``, as in the paper).
-        lam: None for ``L_cross``, else ``lam * L_cross + L_mono``.
-        margin: additive margin on the translation pair's cosine.
-        local: compute only this rank's rows and columns (``B x N`` logits) instead of ``N x N``.
-        negatives: ``[M, d]`` this rank's extra negatives (embeddings of mined hard negatives, the mUSE
-            baseline); gathered like the batch, they join every row's softmax with label 0.
+        teacher_anchor, teacher_other: ``[N, d_g]`` teacher embeddings of the anchor and the other side of
+            *every* pair of the global batch (the training loop looks them up in its cache), or None for a
+            loss that needs none. They are not gathered.
+        negatives: ``[M, d]`` this rank's embeddings of mined hard negatives, gathered like the batch.
         group: the process group (default: the world).
-    Returns:
-        A scalar following the module's convention: averaged over ranks it is the global loss, and
-        backward + DDP averaging gives the single-process gradient.
     """
-    if kind == "mse":
-        if teacher_anchor is None:
-            raise ValueError("the mse loss needs the teacher embeddings of the source side")
-        return mse_distillation_loss(src, tgt, teacher_anchor)
-    teacher_tau = tau if teacher_tau is None else teacher_tau
     world, rank = world_size_and_rank(group)
-    rows = src.shape[0]
-    src_all, tgt_all = gather_with_grad(src, group), gather_with_grad(tgt, group, check_shapes=False)
-
-    def gathered(teacher: Tensor | None) -> Tensor | None:
-        if teacher is None or teacher_scope == "global":
-            return teacher
-        return gather_with_grad(teacher.detach(), group)
-
-    if kind != "hard" and teacher_anchor is None:
-        raise ValueError(f"{kind} labels need the teacher embeddings of the anchor side")
-    # Hard labels need no teacher: the detached batch only tells the label builders N, dtype and device.
-    anchor_all = gathered(teacher_anchor) if kind != "hard" else src_all.detach()
-    other_all = gathered(teacher_other) if kind == "average" else None
-    if anchor_all.shape[0] != src_all.shape[0]:
-        raise ValueError(
-            f"teacher embeddings cover {anchor_all.shape[0]} pairs but the gathered batch has "
-            f"{src_all.shape[0]}; teacher_scope={teacher_scope!r}"
-        )
+    src_all = gather_with_grad(src, group)
+    tgt_all = gather_with_grad(tgt, group, check_shapes=False)
     negatives_all = gather_with_grad(negatives, group) if negatives is not None else None
-    if not local:
-        labels = soft_labels(anchor_all, other_all, kind=kind, tau=teacher_tau)
-        return imascl_loss(src_all, tgt_all, labels, tau=tau, lam=lam, margin=margin, negatives=negatives_all)
-    offset = rank * rows
-    row_labels, col_labels = _local_label_blocks(
-        anchor_all, other_all, kind=kind, tau=teacher_tau, offset=offset, rows=rows, group=group
-    )
-    share = local_imascl_loss(
-        src,
-        tgt,
-        src_all,
-        tgt_all,
-        row_labels,
-        col_labels,
-        offset=offset,
-        tau=tau,
-        lam=lam,
-        margin=margin,
+    return LossInputs(
+        src=src,
+        tgt=tgt,
+        src_all=src_all,
+        tgt_all=tgt_all,
+        teacher_anchor=teacher_anchor,
+        teacher_other=teacher_other,
         negatives_all=negatives_all,
+        offset=rank * src.shape[0],
+        world_size=world,
+        gather=functools.partial(gather_with_grad, group=group, check_shapes=False),
     )
-    return share * world
+
+
+def mean_over_ranks(values: Mapping[str, Tensor], group: dist.ProcessGroup | None = None) -> dict[str, float]:
+    """Each scalar averaged over the ranks, in one all-reduce: the global value of every loss term."""
+    names = list(values)
+    if not names:
+        return {}
+    stacked = torch.stack([values[name].detach().to(torch.float64).reshape(()) for name in names])
+    if is_distributed(group):
+        dist.all_reduce(stacked, group=group)
+        stacked /= dist.get_world_size(group)
+    return dict(zip(names, stacked.tolist(), strict=True))

@@ -21,7 +21,7 @@ model:
   name: some/model
   prefix: "query: "
 loss:
-  label: average
+  labels: average
   tau: 0.05
   tms: false
 optim:
@@ -40,7 +40,7 @@ def test_yaml_and_overrides_become_typed_values(tmp_path):
         path, ["loss.tau=0.2", "data.pair_set=all", "model.prefix=null", "optim.betas=[0.9,0.98]"]
     )
     assert config.model.name == "some/model" and config.model.prefix is None
-    assert config.loss.label == "average" and config.loss.tau == 0.2 and config.loss.tms is False
+    assert config.loss.labels == "average" and config.loss.tau == 0.2 and config.loss.tms is False
     assert config.optim.lr == pytest.approx(3e-5) and isinstance(config.optim.lr, float)
     assert config.optim.betas == (0.9, 0.98)
     assert config.data.languages == ["en", "fr", "ja"] and config.data.pair_set == "all"
@@ -50,7 +50,7 @@ def test_yaml_and_overrides_become_typed_values(tmp_path):
 
 def test_an_unknown_key_names_the_file_line_and_closest_key(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("loss:\n  label: hard\n  tua: 0.1\n")
+    path.write_text("loss:\n  name: infonce\n  tua: 0.1\n")
     with pytest.raises(
         InputError, match=r"run\.yaml, line 3: unknown key 'loss\.tua' \(did you mean 'loss\.tau'\?\)"
     ):
@@ -66,8 +66,8 @@ def test_a_wrong_type_names_the_key_and_the_type(tmp_path):
     path.write_text("schedule:\n  global_batch_size: many\n")
     with pytest.raises(InputError, match=r"line 2: schedule\.global_batch_size must be int, got 'many'"):
         load_config(path)
-    with pytest.raises(InputError, match=r"loss\.label must be one of 'priority'.*got 'soft'"):
-        load_config(None, ["loss.label=soft"])
+    with pytest.raises(InputError, match=r"loss\.labels must be one of 'priority'.*got 'hard'"):
+        load_config(None, ["loss.labels=hard"])
     with pytest.raises(InputError, match=r"loss\.tms must be bool"):
         load_config(None, ["loss.tms=3"])
     with pytest.raises(InputError, match="not of the form"):
@@ -84,13 +84,13 @@ def test_cross_field_checks():
 
 
 def test_round_trips_through_yaml_flat_and_nested_forms(tmp_path):
-    config = load_config(None, ["loss.label=hard", "data.languages=en,ko", "schedule.max_steps=7"])
+    config = load_config(None, ["loss.name=infonce", "data.languages=en,ko", "schedule.max_steps=7"])
     assert config.data.languages == ["en", "ko"]
     dump_yaml(config, tmp_path / "back.yaml")
     assert load_config(tmp_path / "back.yaml") == config
     assert from_flat(flatten(config)) == config
     assert from_dict(to_dict(config)) == config
-    assert flatten(config)["loss.label"] == "hard"
+    assert flatten(config)["loss.name"] == "infonce"
 
 
 def test_field_docs_cover_every_key():

@@ -14,25 +14,33 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from imascl_ray.distributed import distributed_loss, gather_with_grad
-from imascl_ray.losses import imascl_loss, mse_distillation_loss, soft_labels
+from imascl_ray.config import LossConfig
+from imascl_ray.distributed import gather_inputs, gather_with_grad, mean_over_ranks
+from imascl_ray.losses import LossInputs, SoftContrastiveLoss, build_loss
 
 WORLD = 2
 GLOBAL_BATCH = 8
 TAU, TEACHER_TAU = 0.1, 0.07
-CASES = [
-    {"kind": kind, "lam": lam, "local": local, "teacher_scope": scope}
-    for kind, lam, local, scope in itertools.product(
-        ["hard", "priority", "average"], [None, 0.1], [False, True], ["local"]
-    )
-] + [
-    {"kind": "average", "lam": 0.1, "local": True, "teacher_scope": "global"},
-    {"kind": "priority", "lam": None, "local": False, "teacher_scope": "global"},
-    {"kind": "mse", "lam": None, "local": False, "teacher_scope": "local"},
-    {"kind": "hard", "lam": None, "local": False, "teacher_scope": "local", "negatives": True},
-    {"kind": "hard", "lam": None, "local": True, "teacher_scope": "local", "negatives": True},
-]
+CASES = (
+    [
+        {"name": "soft", "labels": labels, "tms": tms, "local": local}
+        for labels, tms, local in itertools.product(["priority", "average"], [False, True], [False, True])
+    ]
+    + [
+        {"name": name, "tms": tms, "local": local}
+        for name, tms, local in itertools.product(["infonce", "hard_negatives"], [False, True], [False, True])
+    ]
+    + [
+        # MSE regresses this rank's rows onto their teacher rows of the global batch (issue 12: it failed at
+        # step 1 on 2 workers with a shape error).
+        {"name": "mse"},
+    ]
+)
 NEGATIVES_PER_PAIR = 2
+
+
+def _loss(case: dict):
+    return build_loss(LossConfig(**case, tau=TAU, teacher_tau=TEACHER_TAU, lam=0.1, margin=0.05))
 
 
 def _model() -> torch.nn.Module:
@@ -53,20 +61,22 @@ def _global_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def _single_process(case: dict) -> tuple[float, list[torch.Tensor]]:
-    """The reference: one process, the whole global batch."""
+def _single_process(case: dict) -> tuple[float, dict[str, float], list[torch.Tensor]]:
+    """The reference: one process, the whole global batch; loss, terms and gradients."""
     model, batch = _model(), _global_batch()
-    src, tgt = model(batch["inputs_src"]), model(batch["inputs_tgt"])
-    if case["kind"] == "mse":
-        loss = mse_distillation_loss(src, tgt, batch["teacher_anchor"])
-    else:
-        labels = soft_labels(
-            batch["teacher_anchor"], batch["teacher_other"], kind=case["kind"], tau=TEACHER_TAU
-        )
-        negatives = model(batch["inputs_negatives"]) if case.get("negatives") else None
-        loss = imascl_loss(src, tgt, labels, tau=TAU, lam=case["lam"], margin=0.05, negatives=negatives)
-    loss.backward()
-    return loss.item(), [p.grad.clone() for p in model.parameters()]
+    loss = _loss(case)
+    negatives = model(batch["inputs_negatives"]) if loss.needs_negatives else None
+    inputs = LossInputs.single_process(
+        model(batch["inputs_src"]),
+        model(batch["inputs_tgt"]),
+        batch["teacher_anchor"],
+        batch["teacher_other"],
+        negatives,
+    )
+    output = loss(inputs)
+    output.value.backward()
+    terms = {name: value.item() for name, value in (output.terms | output.statistics).items()}
+    return output.value.item(), terms, [p.grad.clone() for p in model.parameters()]
 
 
 def _init(rank: int, init_file: str) -> None:
@@ -87,35 +97,24 @@ def _teardown() -> None:
 
 
 def _rank_step(rank: int, init_file: str, out_dir: str) -> None:
-    """One DDP step per case on this rank's slice of the global batch; saves loss and gradients."""
+    """One DDP step per case on this rank's slice of the global batch, as the training loop takes it
+    (teacher rows of the whole global batch, embeddings gathered); saves the rank-averaged loss and
+    terms, and the gradients."""
     _init(rank, init_file)
     results = []
     rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
     batch = _global_batch()
     for case in CASES:
         model = DistributedDataParallel(_model())
+        loss = _loss(case)
         src, tgt = model(batch["inputs_src"][rows]), model(batch["inputs_tgt"][rows])
-        teacher_rows = slice(None) if case["teacher_scope"] == "global" else rows
         negative_rows = slice(rows.start * NEGATIVES_PER_PAIR, rows.stop * NEGATIVES_PER_PAIR)
-        negatives = model(batch["inputs_negatives"][negative_rows]) if case.get("negatives") else None
-        loss = distributed_loss(
-            src,
-            tgt,
-            batch["teacher_anchor"][teacher_rows],
-            batch["teacher_other"][teacher_rows],
-            kind=case["kind"],
-            tau=TAU,
-            teacher_tau=TEACHER_TAU,
-            lam=case["lam"],
-            margin=0.05,
-            local=case["local"],
-            teacher_scope=case["teacher_scope"],
-            negatives=negatives,
-        )
-        loss.backward()
-        mean_loss = loss.detach().clone()
-        dist.all_reduce(mean_loss)
-        results.append((mean_loss.item() / WORLD, [p.grad.clone() for p in model.parameters()]))
+        negatives = model(batch["inputs_negatives"][negative_rows]) if loss.needs_negatives else None
+        inputs = gather_inputs(src, tgt, batch["teacher_anchor"], batch["teacher_other"], negatives)
+        output = loss(inputs)
+        output.value.backward()
+        averaged = mean_over_ranks({"loss": output.value, **output.terms, **output.statistics})
+        results.append((averaged, [p.grad.clone() for p in model.parameters()]))
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     del model
     _teardown()
@@ -157,13 +156,17 @@ def _run_two_ranks(target, tmp_path: Path, timeout: float = 120.0) -> None:
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
+    """Every loss, in both forms: the rank-averaged loss and each logged term (cross, mono, label
+    statistics, MSE sides) equal one process's on the whole batch, and so do DDP's gradients."""
     _run_two_ranks(_rank_step, tmp_path)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     for index, case in enumerate(CASES):
-        expected_loss, expected_grads = _single_process(case)
+        expected_loss, expected_terms, expected_grads = _single_process(case)
+        assert expected_terms, case
         for rank in range(WORLD):
-            loss, grads = per_rank[rank][index]
-            assert loss == pytest.approx(expected_loss, abs=1e-6), (case, rank)
+            averaged, grads = per_rank[rank][index]
+            assert averaged.pop("loss") == pytest.approx(expected_loss, abs=1e-6), (case, rank)
+            assert averaged == pytest.approx(expected_terms, abs=1e-6), (case, rank)
             for got, expected in zip(grads, expected_grads, strict=True):
                 torch.testing.assert_close(got, expected, rtol=0, atol=1e-6, msg=f"{case} rank {rank}")
 
@@ -191,8 +194,14 @@ def test_unequal_batches_raise_instead_of_hanging(tmp_path):
 def test_without_a_process_group_it_is_the_single_process_loss():
     torch.manual_seed(4)
     src, tgt, teacher = torch.randn(6, 8), torch.randn(6, 8), torch.randn(6, 4)
-    labels = soft_labels(teacher, kind="priority", tau=TAU)
+    expected = SoftContrastiveLoss("priority", tau=TAU, lam=0.1)(LossInputs.single_process(src, tgt, teacher))
     for local in (False, True):
-        got = distributed_loss(src, tgt, teacher, kind="priority", tau=TAU, lam=0.1, local=local)
-        torch.testing.assert_close(got, imascl_loss(src, tgt, labels, tau=TAU, lam=0.1))
+        inputs = gather_inputs(src, tgt, teacher)
+        assert inputs.src_all is src and inputs.offset == 0 and inputs.world_size == 1
+        got = SoftContrastiveLoss("priority", tau=TAU, lam=0.1, local=local)(inputs)
+        torch.testing.assert_close(got.value, expected.value)
+        expected_terms = expected.terms | expected.statistics
+        assert mean_over_ranks(got.terms | got.statistics) == pytest.approx(
+            {name: value.item() for name, value in expected_terms.items()}
+        )
     assert gather_with_grad(src) is src

@@ -1,17 +1,31 @@
-"""The engine's pure parts: schedule, precision, finite-loss guard, and exact resume from a checkpoint."""
+"""The engine: schedule, precision and the grad scaler, finite-loss guard, exact resume from a checkpoint,
+hard-negative texts, the fault hook, and the loop's one position counter (single rank, no Ray)."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from imascl_ray.config import load_config
+from imascl_ray.data import Corpus, write_corpus
 from imascl_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+from imascl_ray.engine.faults import FAULT_AT_STEP, FAULT_RANK, marker_name
 from imascl_ray.engine.guards import NonFiniteLossError, check_finite
+from imascl_ray.engine.loop import RankContext, TrainingLoop
+from imascl_ray.engine.negatives import HardNegativeTexts
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
-from imascl_ray.engine.precision import grad_scaler, resolve_precision
+from imascl_ray.engine.precision import grad_scaler, optimizer_step, resolve_precision
+from imascl_ray.errors import InputError
+from imascl_ray.prepare import prepare_run
+from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _learning_rates(total: int, warmup_ratio: float) -> list[float]:
@@ -136,3 +150,158 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="does not fit the model"):
         load_checkpoint(tmp_path, model=torch.nn.Linear(4, 2))
+
+
+# ------------------------------------------------------------------------------------ fp16 grad scaler
+def _overflowing_step(scaler, model, optimizer, scheduler, factor: float) -> bool:
+    loss = model(torch.ones(2, 3)).sum() * factor
+    optimizer.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    stepped = optimizer_step(scaler, optimizer)
+    if stepped:
+        scheduler.step()
+    return stepped
+
+
+def test_a_step_the_grad_scaler_skips_does_not_advance_the_schedule():
+    """A forced overflow (inf gradients) on CPU: no update, the same learning rate next step."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = build_optimizer(model.parameters(), lr=1.0)
+    scheduler = linear_schedule(optimizer, total_steps=4)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert not _overflowing_step(scaler, model, optimizer, scheduler, float("inf"))
+    assert scaler.get_scale() == 2.0**9  # backed off
+    assert scheduler.last_epoch == 0 and optimizer.param_groups[0]["lr"] == 1.0
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    assert _overflowing_step(scaler, model, optimizer, scheduler, 1.0)  # a finite step is taken
+    assert scheduler.last_epoch == 1 and optimizer.param_groups[0]["lr"] == 0.75
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    assert _overflowing_step(disabled, model, optimizer, scheduler, 1.0)
+
+
+# --------------------------------------------------------------------------------- hard-negative texts
+def test_a_hard_negative_is_never_a_text_of_the_batch():
+    """Mined rows that point at the pair itself, at a row whose target repeats a batch target, or at a
+    target that is a batch source: skipped by text, the rest filled from the language pair."""
+    sources = ["a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4", "b5", "b6"]
+    targets = ["x1", "x2", "x3", "x4", "X2", "a3", "y3", "y4", "y5", "y6"]  # X2 is x2, normalised
+    corpus = Corpus.from_groups({"en-fr": (sources, targets)})
+    batch, local = np.array([0, 1, 2, 3]), np.array([0, 1])
+    mined = np.array([[0, 4, 5], [6, 4, 7]] + [[8, 9, 6]] * 8)
+    negatives = HardNegativeTexts(corpus, mined, k=2, seed=0)
+    picked = negatives.rows(batch, local, step=0)
+    assert len(picked) == 4 and picked[2:] == [6, 7]  # row 1: its mined rows 6 and 7 (4 is x2)
+    assert picked[0] not in (0, 1, 2, 3, 4, 5)  # row 0's mined rows are all batch texts: filled up
+    batch_texts = {text.lower() for row in batch for text in (sources[row], targets[row])}
+    assert not {targets[row].lower() for row in picked} & batch_texts
+    assert len({targets[row] for row in picked[:2]}) == 2  # one pair's negatives differ
+    assert negatives.texts(batch, local, step=0) == [targets[row] for row in picked]
+    with pytest.raises(InputError, match=r"loss\.hard_negatives: en-fr has too few sentences"):
+        HardNegativeTexts(corpus, mined, k=7, seed=0).rows(batch, local, step=0)
+
+
+# ------------------------------------------------------------------------------------------ fault hook
+def test_the_fault_hook_fires_once_from_the_environment(tmp_path):
+    """It kills the process at the step and rank the environment names, once per run folder."""
+    script = (
+        "import sys; from pathlib import Path; from imascl_ray.engine.faults import maybe_fail\n"
+        "for step in range(5): maybe_fail(step, int(sys.argv[1]), Path(sys.argv[2])); print(step, flush=True)"
+    )
+
+    def run(rank: int, **env: str):
+        environment = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env}
+        command = [sys.executable, "-c", script, str(rank), str(tmp_path)]
+        return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
+
+    assert run(1).stdout.split() == ["0", "1", "2", "3", "4"]  # nothing asked
+    assert run(0, **{FAULT_AT_STEP: "2"}).returncode == 0  # another rank (the default is rank 1)
+    first = run(1, **{FAULT_AT_STEP: "2"})
+    assert first.returncode == 1 and first.stdout.split() == ["0", "1"]
+    assert (tmp_path / marker_name(2)).is_file()
+    assert run(1, **{FAULT_AT_STEP: "2"}).returncode == 0  # the restarted worker gets past it
+    assert run(0, **{FAULT_AT_STEP: "3", FAULT_RANK: "0"}).returncode == 1
+
+
+# ------------------------------------------------------------------------------------- the loop itself
+@pytest.fixture(scope="module")
+def prepared_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loop")
+    model = build_tiny_model(folder / "tiny", dropout=0.0)
+    corpus = write_corpus(synthetic_parallel_corpus(200), folder / "corpus.parquet")
+    overrides = [
+        f"model.name={model}",
+        f"data.corpus={corpus}",
+        "data.languages=[en,fr]",
+        "data.pair_set=en-fr",
+        "data.validation_pairs=40",
+        "model.max_length=32",
+        "teacher.max_length=32",
+        "schedule.global_batch_size=16",
+        "scaling.num_workers=1",
+        "eval.suite=none",
+        f"tracking.output_dir={folder / 'out'}",
+    ]
+    config = load_config(None, overrides)
+    return overrides, prepare_run(config, folder / "run")
+
+
+def test_the_loop_runs_epochs_from_one_counter_and_resumes_mid_epoch(prepared_run, tmp_path):
+    """Steps across an epoch boundary come from the global step alone; a checkpoint taken mid-epoch
+    resumes at the next batch, with the same losses as the uninterrupted run."""
+    overrides, prepared = prepared_run
+    settings = ["optim.lr=1e-3", "schedule.log_every=1", "schedule.eval_every=4"]
+    config = load_config(None, [*overrides, *settings])
+    steps_per_epoch = TrainingLoop(config, prepared, RankContext(), lambda m, c: None).plan.steps_per_epoch
+    total = steps_per_epoch + 3  # into the second epoch
+    config = load_config(None, [*overrides, *settings, f"schedule.max_steps={total}"])
+    reports = []
+    loop = TrainingLoop(config, prepared, RankContext(), lambda m, c: reports.append((m, c)))
+    assert loop.run()["global_step"] == total
+    assert [m["step"] for m, _ in reports] == list(range(1, total + 1))
+    assert [m["epoch"] for m, _ in reports] == [0] * steps_per_epoch + [1] * 3
+
+    checkpoints = {}
+
+    def keep(metrics, checkpoint):
+        if checkpoint is not None and metrics["step"] == 4:
+            checkpoints[4] = tmp_path / "ckpt"
+            import shutil
+
+            shutil.copytree(checkpoint, checkpoints[4])
+
+    TrainingLoop(config, prepared, RankContext(), keep).run()
+    resumed_reports = []
+    resumed = TrainingLoop(
+        config, prepared, RankContext(resume_from=checkpoints[4]), lambda m, c: resumed_reports.append(m)
+    )
+    assert resumed.position.global_step == 4
+    resumed.run()
+    expected = {m["step"]: m["train/loss"] for m, _ in reports}
+    assert [m["step"] for m in resumed_reports] == list(range(5, total + 1))
+    for metrics in resumed_reports:
+        assert metrics["train/loss"] == pytest.approx(expected[metrics["step"]], rel=1e-6)
+
+
+def test_an_overflowing_fp16_step_in_the_loop_keeps_the_learning_rate(prepared_run):
+    """The loop's own step with an enabled (fp16-style) grad scaler on CPU and a forced overflow: one
+    parameter's gradient is made infinite, so the scaler skips the update, and the schedule waits."""
+    overrides, prepared = prepared_run
+    config = load_config(None, [*overrides, "schedule.max_steps=10", "optim.lr=1e-3"])
+    loop = TrainingLoop(config, prepared, RankContext(), lambda m, c: None)
+    loop.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    parameters = [p for p in loop.student.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in parameters]
+    overflow = parameters[-1].register_hook(lambda grad: grad * float("inf"))
+    batch = next(loop.plan.batches(0))
+    lr = loop.scheduler.get_last_lr()[0]
+    terms, others, skipped = loop.step(batch)
+    assert skipped and others["train/lr"] == lr and loop.scheduler.get_last_lr()[0] == lr
+    assert all(torch.equal(p, q) for p, q in zip(parameters, before, strict=True))
+    assert np.isfinite(terms["train/loss"]) and loop.scaler.get_scale() == 2.0**7
+    overflow.remove()
+    _, _, skipped = loop.step(batch)
+    assert not skipped and loop.scheduler.get_last_lr()[0] < lr

@@ -1,4 +1,8 @@
-"""The losses against their closed forms: hand-written loops over the paper's equations, in float64."""
+"""The losses against their closed forms: hand-written loops over the paper's equations, in float64.
+
+Every loss object is called as the training loop calls it, on :class:`LossInputs` (here one process
+holding the whole batch); the 2-rank equivalents are in ``test_distributed.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from imascl_ray.config import LossConfig, load_config
+from imascl_ray.errors import InputError
 from imascl_ray.losses import (
-    imascl_loss,
-    local_imascl_loss,
-    monolingual_loss,
-    mse_distillation_loss,
-    soft_contrastive_loss,
+    LOSSES,
+    EmbeddingMSELoss,
+    HardNegativesLoss,
+    InfoNCELoss,
+    LossInputs,
+    SoftContrastiveLoss,
+    build_loss,
+    contrastive_sums,
     soft_labels,
 )
 
@@ -121,25 +130,76 @@ def test_hard_labels_are_the_identity():
     )
 
 
+def hand_label_statistics(w):
+    """Mean row entropy ``-sum_j w_ij log w_ij`` and mean diagonal mass ``w_ii``."""
+    n = len(w)
+    entropy = -sum(w[i][j] * math.log(w[i][j]) for i in range(n) for j in range(n)) / n
+    return entropy, sum(w[i][i] for i in range(n)) / n
+
+
+def single(src=SRC, tgt=TGT, anchor=TEACHER_SRC, other=TEACHER_TGT, negatives=None, grad=False):
+    return LossInputs.single_process(
+        t64(src, grad),
+        t64(tgt, grad),
+        t64(anchor) if anchor is not None else None,
+        t64(other) if other is not None else None,
+        negatives,
+    )
+
+
+@pytest.mark.parametrize("lam", [None, 0.1])
 @pytest.mark.parametrize("kind", ["priority", "average"])
-def test_cross_mono_and_tms_losses_match_the_equations(kind):
+def test_the_soft_loss_and_its_terms_match_the_equations(kind, lam):
     w = hand_priority(TEACHER_SRC, TAU) if kind == "priority" else hand_average(TEACHER_SRC, TEACHER_TGT, TAU)
-    labels = t64(w)
-    row, col = hand_row_loss(SRC, TGT, w, TAU), hand_col_loss(SRC, TGT, w, TAU)
+    cross = hand_row_loss(SRC, TGT, w, TAU) + hand_col_loss(SRC, TGT, w, TAU)
     mono = hand_mono_loss(SRC, TGT, w, TAU)
+    entropy, diagonal = hand_label_statistics(w)
 
-    assert soft_contrastive_loss(t64(SRC), t64(TGT), labels, tau=TAU).item() == pytest.approx(
-        row + col, rel=1e-12
-    )
-    assert monolingual_loss(t64(SRC), t64(TGT), labels, tau=TAU).item() == pytest.approx(mono, rel=1e-12)
-    assert imascl_loss(t64(SRC), t64(TGT), labels, tau=TAU).item() == pytest.approx(row + col, rel=1e-12)
-    lam = 0.1
-    assert imascl_loss(t64(SRC), t64(TGT), labels, tau=TAU, lam=lam).item() == pytest.approx(
-        lam * (row + col) + mono, rel=1e-12
-    )
+    output = SoftContrastiveLoss(kind, tau=TAU, lam=lam)(single())
+    expected = cross if lam is None else lam * cross + mono
+    assert output.value.item() == pytest.approx(expected, rel=1e-12)
+    assert output.terms["cross"].item() == pytest.approx(cross, rel=1e-12)
+    assert ("mono" in output.terms) == (lam is not None)
+    if lam is not None:
+        assert output.terms["mono"].item() == pytest.approx(mono, rel=1e-12)
+    assert output.statistics["entropy"].item() == pytest.approx(entropy, rel=1e-12)
+    assert output.statistics["diagonal"].item() == pytest.approx(diagonal, rel=1e-12)
 
 
-def test_mse_distillation_matches_its_closed_form():
+def test_the_teacher_temperature_shapes_the_labels_only():
+    sharp = SoftContrastiveLoss("priority", tau=TAU, teacher_tau=0.02)(single())
+    w = hand_priority(TEACHER_SRC, 0.02)
+    expected = hand_row_loss(SRC, TGT, w, TAU) + hand_col_loss(SRC, TGT, w, TAU)
+    assert sharp.value.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_priority_labels_ignore_the_other_side():
+    with_other = SoftContrastiveLoss("priority", tau=TAU, lam=0.1)(single())
+    without = SoftContrastiveLoss("priority", tau=TAU, lam=0.1)(single(other=None))
+    assert torch.equal(with_other.value, without.value)
+
+
+@pytest.mark.parametrize("lam", [None, 0.1])
+def test_infonce_is_the_loss_of_identity_labels(lam):
+    eye = [[float(i == j) for j in range(3)] for i in range(3)]
+    cross = hand_row_loss(SRC, TGT, eye, TAU) + hand_col_loss(SRC, TGT, eye, TAU)
+    expected = cross if lam is None else lam * cross + hand_mono_loss(SRC, TGT, eye, TAU)
+    output = InfoNCELoss(tau=TAU, lam=lam)(single(anchor=None, other=None))  # no teacher needed
+    assert output.value.item() == pytest.approx(expected, rel=1e-12)
+    assert not output.statistics
+
+
+def test_infonce_is_symmetric_cross_entropy():
+    torch.manual_seed(0)
+    src, tgt = torch.randn(8, 16), torch.randn(8, 16)
+    similarity = F.normalize(src, dim=1) @ F.normalize(tgt, dim=1).T
+    target = torch.arange(8)
+    expected = F.cross_entropy(similarity / TAU, target) + F.cross_entropy(similarity.T / TAU, target)
+    loss = InfoNCELoss(tau=TAU)(LossInputs.single_process(src, tgt)).value
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_mse_loss_regresses_both_sides_onto_the_anchor_teacher_embedding():
     expected = (
         sum(
             (SRC[i][k] - TEACHER_SRC[i][k]) ** 2 + (TGT[i][k] - TEACHER_SRC[i][k]) ** 2
@@ -148,19 +208,9 @@ def test_mse_distillation_matches_its_closed_form():
         )
         / 9
     )
-    assert mse_distillation_loss(t64(SRC), t64(TGT), t64(TEACHER_SRC)).item() == pytest.approx(
-        expected, rel=1e-12
-    )
-
-
-def test_hard_labels_give_symmetric_infonce():
-    torch.manual_seed(0)
-    src, tgt = torch.randn(8, 16), torch.randn(8, 16)
-    similarity = F.normalize(src, dim=1) @ F.normalize(tgt, dim=1).T
-    target = torch.arange(8)
-    expected = F.cross_entropy(similarity / TAU, target) + F.cross_entropy(similarity.T / TAU, target)
-    loss = soft_contrastive_loss(src, tgt, soft_labels(src, kind="hard", tau=TAU), tau=TAU)
-    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    output = EmbeddingMSELoss()(single())
+    assert output.value.item() == pytest.approx(expected, rel=1e-12)
+    assert (output.terms["mse_src"] + output.terms["mse_tgt"]).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_margin_is_subtracted_from_the_translation_cosine_only():
@@ -169,7 +219,7 @@ def test_margin_is_subtracted_from_the_translation_cosine_only():
     similarity = F.normalize(src, dim=1) @ F.normalize(tgt, dim=1).T - margin * torch.eye(6)
     target = torch.arange(6)
     expected = F.cross_entropy(similarity / TAU, target) + F.cross_entropy(similarity.T / TAU, target)
-    loss = soft_contrastive_loss(src, tgt, torch.eye(6), tau=TAU, margin=margin)
+    loss = InfoNCELoss(tau=TAU, margin=margin)(LossInputs.single_process(src, tgt)).value
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -181,25 +231,36 @@ def test_hard_negatives_join_the_row_softmax_with_label_zero():
     rows = torch.cat([unit[0] @ unit[1].T, unit[0] @ unit[2].T], dim=1)
     target = torch.arange(5)
     expected = F.cross_entropy(rows / TAU, target) + F.cross_entropy((unit[0] @ unit[1].T).T / TAU, target)
-    loss = soft_contrastive_loss(src, tgt, torch.eye(5), tau=TAU, negatives=negatives)
-    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    inputs = LossInputs.single_process(src, tgt, negatives=negatives)
+    torch.testing.assert_close(HardNegativesLoss(tau=TAU)(inputs).value, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the embeddings of mined hard negatives"):
+        HardNegativesLoss(tau=TAU)(LossInputs.single_process(src, tgt))
+    with pytest.raises(ValueError, match="takes no hard negatives"):
+        InfoNCELoss(tau=TAU)(inputs)
 
 
 def test_gradients_pass_gradcheck_in_float64():
-    labels = soft_labels(t64(TEACHER_SRC), t64(TEACHER_TGT), kind="average", tau=TAU)
-    src, tgt, teacher = t64(SRC, grad=True), t64(TGT, grad=True), t64(TEACHER_SRC, grad=True)
+    negatives = t64(TEACHER_TGT, grad=True)
     for loss in (
-        lambda s, t: soft_contrastive_loss(s, t, labels, tau=TAU),
-        lambda s, t: soft_contrastive_loss(s, t, labels, tau=TAU, margin=0.2),
-        lambda s, t: monolingual_loss(s, t, labels, tau=TAU),
-        lambda s, t: imascl_loss(s, t, labels, tau=TAU, lam=0.1),
-        lambda s, t: mse_distillation_loss(s, t, t64(TEACHER_SRC)),
+        SoftContrastiveLoss("average", tau=TAU),
+        SoftContrastiveLoss("priority", tau=TAU, margin=0.2),
+        SoftContrastiveLoss("average", tau=TAU, lam=0.1),
+        SoftContrastiveLoss("priority", tau=TAU, lam=0.1, local=True),
+        InfoNCELoss(tau=TAU, lam=0.1),
+        EmbeddingMSELoss(),
     ):
-        assert torch.autograd.gradcheck(loss, (src, tgt))
-    negatives = t64(TEACHER_TGT, grad=True)  # zero-label columns: label rows then sum to 1 over fewer keys
+        assert torch.autograd.gradcheck(
+            lambda s, t, loss=loss: (
+                loss(LossInputs.single_process(s, t, t64(TEACHER_SRC), t64(TEACHER_TGT))).value
+            ),
+            (t64(SRC, grad=True), t64(TGT, grad=True)),
+        ), loss
+    # zero-label columns: label rows then sum to 1 over fewer keys
     assert torch.autograd.gradcheck(
-        lambda s, t, m: soft_contrastive_loss(s, t, labels, tau=TAU, negatives=m), (src, tgt, negatives)
+        lambda s, t, m: HardNegativesLoss(tau=TAU)(LossInputs.single_process(s, t, negatives=m)).value,
+        (t64(SRC, grad=True), t64(TGT, grad=True), negatives),
     )
+    teacher = t64(TEACHER_SRC, grad=True)
     assert torch.autograd.gradcheck(lambda g: soft_labels(g, kind="priority", tau=TAU), (teacher,))
 
 
@@ -209,54 +270,67 @@ def test_the_loss_keeps_one_matrix_per_term_for_backward_and_never_the_labels():
     torch.manual_seed(0)
     n = 16
     src, tgt = torch.randn(n, 8, requires_grad=True), torch.randn(n, 8, requires_grad=True)
-    labels = soft_labels(torch.randn(n, 5), kind="priority", tau=0.05)
+    teacher = torch.randn(n, 5)
+    labels = soft_labels(teacher, kind="priority", tau=0.05)
     saved: list[torch.Tensor] = []
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         saved.append(tensor)
         return tensor
 
+    loss = SoftContrastiveLoss("priority", tau=TAU, teacher_tau=0.05, lam=0.1)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = imascl_loss(src, tgt, labels, tau=TAU, lam=0.1)
-    storages = {tensor.untyped_storage().data_ptr() for tensor in saved if tensor.shape == (n, n)}
-    assert len(storages) == 4
-    assert labels.untyped_storage().data_ptr() not in storages
-    loss.backward()  # and the saved blocks are all backward needs
+        value = loss(LossInputs.single_process(src, tgt, teacher)).value
+    square = [tensor for tensor in saved if tensor.shape == (n, n)]
+    assert len({tensor.untyped_storage().data_ptr() for tensor in square}) == 4
+    assert not any(torch.allclose(tensor, labels) or torch.allclose(tensor, labels.T) for tensor in square)
+    value.backward()  # and the saved blocks are all backward needs
     assert src.grad is not None and tgt.grad is not None
 
 
-@pytest.mark.parametrize("lam", [None, 0.1])
+@pytest.mark.parametrize("monolingual", [False, True])
 @pytest.mark.parametrize("kind", ["hard", "priority", "average"])
-def test_blocks_of_the_local_form_add_up_to_the_full_loss(kind, lam):
+def test_blocks_of_the_local_form_add_up_to_the_whole_batch(kind, monolingual):
     torch.manual_seed(2)
     n, block, dim = 12, 4, 8
     src = torch.randn(n, dim, dtype=torch.float64, requires_grad=True)
     tgt = torch.randn(n, dim, dtype=torch.float64, requires_grad=True)
     teacher_s, teacher_t = torch.randn(n, 5, dtype=torch.float64), torch.randn(n, 5, dtype=torch.float64)
     labels = soft_labels(teacher_s, teacher_t, kind=kind, tau=0.05)
-
     negatives = torch.randn(6, dim, dtype=torch.float64, requires_grad=True)
-    full = imascl_loss(src, tgt, labels, tau=TAU, lam=lam, margin=0.1, negatives=negatives)
-    full_grads = torch.autograd.grad(full, (src, tgt, negatives))
+    settings = {"tau": TAU, "margin": 0.1, "negatives_all": negatives, "monolingual": monolingual}
+
+    def total(parts):
+        return sum(part for part in parts if part is not None)
+
+    whole = total(contrastive_sums(src, tgt, src, tgt, labels, labels.T, offset=0, **settings))
+    whole_grads = torch.autograd.grad(whole, (src, tgt, negatives))
     shares = sum(
-        local_imascl_loss(
-            src[o : o + block],
-            tgt[o : o + block],
-            src,
-            tgt,
-            labels[o : o + block],
-            labels[:, o : o + block].T,
-            offset=o,
-            tau=TAU,
-            lam=lam,
-            margin=0.1,
-            negatives_all=negatives,
+        total(
+            contrastive_sums(
+                src[o : o + block],
+                tgt[o : o + block],
+                src,
+                tgt,
+                labels[o : o + block],
+                labels[:, o : o + block].T,
+                offset=o,
+                **settings,
+            )
         )
         for o in range(0, n, block)
     )
-    torch.testing.assert_close(shares, full, rtol=1e-12, atol=1e-12)
-    for got, expected in zip(torch.autograd.grad(shares, (src, tgt, negatives)), full_grads, strict=True):
+    torch.testing.assert_close(shares, whole, rtol=1e-12, atol=1e-12)
+    for got, expected in zip(torch.autograd.grad(shares, (src, tgt, negatives)), whole_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_local_form_of_one_process_is_the_full_form():
+    full = SoftContrastiveLoss("average", tau=TAU, lam=0.1)(single())
+    local = SoftContrastiveLoss("average", tau=TAU, lam=0.1, local=True)(single())
+    torch.testing.assert_close(local.value, full.value, rtol=1e-12, atol=1e-12)
+    for name, value in (full.terms | full.statistics).items():
+        torch.testing.assert_close((local.terms | local.statistics)[name], value, rtol=1e-12, atol=1e-12)
 
 
 def test_bf16_autocast_keeps_the_maths_in_float32():
@@ -271,29 +345,77 @@ def test_bf16_autocast_keeps_the_maths_in_float32():
     projection = torch.nn.Linear(32, 16)
     inputs_s, inputs_t = torch.randn(32, 32), torch.randn(32, 32)
     teacher = torch.randn(32, 16)
-    labels = soft_labels(teacher, kind="priority", tau=0.05)
+    loss = SoftContrastiveLoss("priority", tau=tau, teacher_tau=0.05, lam=0.1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         src, tgt = projection(inputs_s), projection(inputs_t)
         assert src.dtype == torch.bfloat16
-        mixed = imascl_loss(src, tgt, labels, tau=tau, lam=0.1)
+        mixed = loss(LossInputs.single_process(src, tgt, teacher.bfloat16())).value
         mixed_labels = soft_labels(teacher.bfloat16(), kind="priority", tau=0.05)
     assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
     assert mixed_labels.dtype == torch.float32
-    same_values = imascl_loss(src.float(), tgt.float(), labels, tau=tau, lam=0.1)
+    same_values = loss(LossInputs.single_process(src.float(), tgt.float(), teacher.bfloat16().float())).value
     torch.testing.assert_close(mixed, same_values, rtol=1e-5, atol=1e-5)
-    exact = imascl_loss(projection(inputs_s), projection(inputs_t), labels, tau=tau, lam=0.1)
+    exact = loss(LossInputs.single_process(projection(inputs_s), projection(inputs_t), teacher)).value
     assert mixed.item() == pytest.approx(exact.item(), rel=0.05)
 
 
-def test_bad_shapes_and_settings_raise_clear_errors():
+def test_bad_inputs_and_settings_raise_clear_errors():
     src, tgt = torch.randn(4, 8), torch.randn(4, 8)
-    with pytest.raises(ValueError, match=r"labels \[N, N\]"):
-        soft_contrastive_loss(src, tgt, torch.eye(3), tau=TAU)
+    with pytest.raises(ValueError, match=r"tgt \[3, 8\] is not the shape of src \[4, 8\]"):
+        LossInputs.single_process(src, tgt[:3])
+    with pytest.raises(ValueError, match="teacher_anchor covers 3 pairs, the global batch 4"):
+        LossInputs.single_process(src, tgt, torch.randn(3, 8))
     with pytest.raises(ValueError, match="tau must be positive"):
-        soft_contrastive_loss(src, tgt, torch.eye(4), tau=0.0)
+        InfoNCELoss(tau=0.0)
     with pytest.raises(ValueError, match="both languages"):
-        soft_labels(src, kind="average", tau=TAU)
+        SoftContrastiveLoss("average", tau=TAU)(LossInputs.single_process(src, tgt, torch.randn(4, 8)))
+    with pytest.raises(ValueError, match="needs the teacher embeddings"):
+        SoftContrastiveLoss("priority", tau=TAU)(LossInputs.single_process(src, tgt))
+    with pytest.raises(ValueError, match="unknown soft-label kind 'hard'"):
+        SoftContrastiveLoss("hard", tau=TAU)
     with pytest.raises(ValueError, match="unknown label kind 'soft'"):
         soft_labels(src, kind="soft", tau=TAU)
     with pytest.raises(ValueError, match="one shape"):
-        mse_distillation_loss(src, tgt, torch.randn(4, 6))
+        EmbeddingMSELoss()(LossInputs.single_process(src, tgt, torch.randn(4, 6)))
+
+
+# ------------------------------------------------------------------------------------------- the factory
+def test_the_factory_builds_each_named_loss_from_the_config():
+    soft = build_loss(
+        LossConfig(name="soft", labels="average", tau=0.05, teacher_tau=0.02, lam=0.3, local=True)
+    )
+    assert isinstance(soft, SoftContrastiveLoss)
+    assert (soft.labels, soft.tau, soft.teacher_tau, soft.lam, soft.local) == (
+        "average",
+        0.05,
+        0.02,
+        0.3,
+        True,
+    )
+    assert build_loss(LossConfig(name="soft", tms=False)).lam is None
+    assert build_loss(LossConfig(name="soft")).teacher_tau == LossConfig().tau
+    infonce = build_loss(LossConfig(name="infonce", margin=0.2))
+    assert type(infonce) is InfoNCELoss and infonce.margin == 0.2 and not infonce.needs_teacher
+    assert isinstance(build_loss(LossConfig(name="hard_negatives")), HardNegativesLoss)
+    assert build_loss(LossConfig(name="hard_negatives")).needs_negatives
+    assert isinstance(build_loss(LossConfig(name="mse")), EmbeddingMSELoss)
+    assert set(LOSSES) == {"soft", "infonce", "mse", "hard_negatives"}
+    for name, cls in LOSSES.items():
+        assert cls.name == name
+
+
+def test_the_old_loss_label_key_names_the_new_keys():
+    with pytest.raises(
+        InputError, match=r"command line \(loss.label=hard\): loss.label is gone; use loss.name"
+    ):
+        load_config(None, ["loss.label=hard"])
+    with pytest.raises(InputError, match=r"loss\.labels \(priority, average\)"):
+        load_config(None, ["loss.label=priority"])
+    with pytest.raises(InputError, match="IMASCL_FAULT_AT_STEP"):
+        load_config(None, ["debug.fail_at_step=3"])
+    config = load_config(None, ["loss.name=infonce", "loss.labels=average"])
+    assert (config.loss.name, config.loss.labels) == ("infonce", "average")
+    with pytest.raises(
+        InputError, match=r"loss\.name must be one of 'soft', 'infonce', 'mse', 'hard_negatives'"
+    ):
+        load_config(None, ["loss.name=hard"])

@@ -91,7 +91,7 @@ def test_single_rank_loop_learns_and_reports_checkpoints(assets, tmp_path):
     config = config_for(
         assets,
         tmp_path,
-        "loss.label=hard_negatives",
+        "loss.name=hard_negatives",
         "loss.hard_negatives=2",
         "optim.lr=1e-3",
         "schedule.max_steps=40",

@@ -38,7 +38,7 @@ def test_quickstart_writes_model_results_and_mlflow_metrics(tmp_path, capsys):
                 "data.validation_pairs=50",
                 "data.test_pairs=100",
                 "model.freeze_embeddings=false",
-                "loss.label=hard",  # the tiny model's random teacher gives uninformative soft labels
+                "loss.name=infonce",  # the tiny model's random teacher gives uninformative soft labels
                 "optim.lr=1e-3",
                 "schedule.max_steps=30",
                 "schedule.eval_every=15",

@@ -1,11 +1,13 @@
-"""The per-worker training loop: one data-parallel rank of a soft-contrastive run, in plain PyTorch.
+"""The per-worker training loop: one data-parallel rank of a run, in plain PyTorch.
 
 Each step the rank encodes its slice of the global batch, gathers every rank's embeddings with
-gradient, looks the soft labels' teacher embeddings up in the cache for the whole global batch, and
-takes an AdamW step on the loss the config names. Every ``log_every`` steps it reports training
-metrics; every ``eval_every`` steps rank 0 validates (bitext retrieval accuracy both ways on each language
-pair's held-out split), every rank learns the score, and a checkpoint is reported with it; ``patience``
-validations without improvement stop the run on every rank at once.
+gradient, and calls the loss the config names (:func:`imascl_ray.losses.build_loss`) on them, with the
+teacher rows of the whole global batch looked up in the cache; then an AdamW step. One counter, the
+global step, says where the run stands: the epoch and the step in it follow from it
+(:meth:`BatchPlan.position`). Every ``log_every`` steps the rank reports its training metrics (global
+values: every loss term averaged over the ranks); every ``eval_every`` steps rank 0 validates (bitext
+retrieval accuracy both ways on each language pair's held-out split), every rank learns the score, and a
+checkpoint goes with the report; ``patience`` validations without improvement stop every rank at once.
 
 How reports leave the loop is the caller's business (:class:`Reporter`): the Ray layer forwards them
 to ``ray.train.report``; tests can collect them in a list. The loop knows nothing of Ray.
@@ -13,12 +15,11 @@ to ``ray.train.report``; tests can collect them in a list. The loop knows nothin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,11 +29,13 @@ import torch
 import torch.distributed as dist
 
 from imascl_ray.config import Config
-from imascl_ray.distributed import distributed_loss
+from imascl_ray.distributed import gather_inputs, mean_over_ranks
 from imascl_ray.engine.checkpoint import load_checkpoint, save_checkpoint
-from imascl_ray.engine.guards import NonFiniteLossError, check_finite
+from imascl_ray.engine.faults import maybe_fail
+from imascl_ray.engine.guards import check_finite
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
-from imascl_ray.engine.precision import autocast, grad_scaler, resolve_precision
+from imascl_ray.engine.precision import autocast, grad_scaler, optimizer_step, resolve_precision
+from imascl_ray.losses import build_loss
 from imascl_ray.prepare import PreparedRun, load_student
 
 logger = logging.getLogger(__name__)
@@ -62,15 +65,44 @@ class RankContext:
 class Position:
     """Where a run stands; saved in every checkpoint so a resumed run neither repeats nor skips a step."""
 
-    epoch: int = 0
-    step: int = 0
-    """Steps done in ``epoch``: the next batch to run."""
     global_step: int = 0
+    """Steps done: the index of the next step to run. The epoch and the step in it follow from it."""
     best_score: float = -math.inf
     evaluations_since_best: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> Position:
+        """From a checkpoint's position (which also records the epoch and step, for people to read)."""
+        return cls(**{item.name: saved[item.name] for item in dataclasses.fields(cls)})
+
+
+@dataclass
+class _Window:
+    """Training metrics between two reports: the means of the loss terms, the last step's others."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    last: dict[str, float] = field(default_factory=dict)
+
+    def add(self, terms: dict[str, float], others: dict[str, float], skipped: bool) -> None:
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.steps += 1
+        self.skipped += skipped
+        self.last = others
+
+    def metrics(self, pairs_per_step: int) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.started
+        return (
+            {name: total / self.steps for name, total in self.sums.items()}
+            | self.last
+            | {
+                "train/skipped_steps": float(self.skipped),
+                "pairs_per_s": self.steps * pairs_per_step / elapsed,
+            }
+        )
 
 
 def _broadcast(value: Any, context: RankContext) -> Any:
@@ -82,33 +114,18 @@ def _broadcast(value: Any, context: RankContext) -> Any:
     return box[0]
 
 
-def _maybe_inject_failure(config: Config, context: RankContext, global_step: int, marker_dir: Path) -> None:
-    """Kill this process once at ``debug.fail_at_step`` on ``debug.fail_rank`` (fault-tolerance tests)."""
-    debug = config.debug
-    if debug.fail_at_step is None or global_step != debug.fail_at_step or context.rank != debug.fail_rank:
-        return
-    marker = marker_dir / f"failed-at-step-{global_step}"
-    if marker.exists():
-        return
-    marker.write_text(f"rank {context.rank} killed itself at step {global_step}\n")
-    logger.warning("debug.fail_at_step: killing rank %d at step %d", context.rank, global_step)
-    # Die mid-step, as a real crash would: Ray's controller registers reported checkpoints a poll later,
-    # and a process that vanished within milliseconds of a report could make it restart from the one
-    # before (correct, but not the failure this hook is for).
-    time.sleep(2.0)
-    os._exit(1)
-
-
 class TrainingLoop:
-    """Builds the model, data and optimiser for one rank and runs the steps; see the module docstring."""
+    """Builds the model, data, loss and optimiser for one rank and runs the steps; see the module doc."""
 
     def __init__(
         self, config: Config, prepared: PreparedRun, context: RankContext, reporter: Reporter
     ) -> None:
         from imascl_ray.data import BatchPlan, read_corpus
+        from imascl_ray.engine.negatives import HardNegativeTexts
         from imascl_ray.teacher import TeacherCache
 
         self.config, self.prepared, self.context, self.report = config, prepared, context, reporter
+        self.loss = build_loss(config.loss)
         self.train = read_corpus(prepared.train)
         self.validation_groups = read_corpus(prepared.validation).groups()
         self.plan = BatchPlan(
@@ -134,7 +151,16 @@ class TrainingLoop:
                 f"{prepared.teacher_cache} ({len(self.cache)} sentences, {len(self.teacher_row)} mapped) "
                 f"does not match the training corpus ({n_sentences} sentences): prepare the run again"
             )
-        self.hard_negatives = np.load(prepared.hard_negatives) if prepared.hard_negatives else None
+        self.negatives: HardNegativeTexts | None = None
+        if self.loss.needs_negatives:
+            if not prepared.hard_negatives:
+                raise ValueError(
+                    f"the {self.loss.name} loss needs mined hard negatives: prepare the run again"
+                )
+            mined = np.load(prepared.hard_negatives)
+            self.negatives = HardNegativeTexts(
+                self.train, mined, config.loss.hard_negatives, config.schedule.seed
+            )
 
         model = config.model
         self.student = load_student(model, prepared.student)
@@ -165,13 +191,11 @@ class TrainingLoop:
                 scheduler=self.scheduler,
                 scaler=self.scaler,
             )
-            self.position = Position(**saved)
+            self.position = Position.from_saved(saved)
             if context.rank == 0:
+                epoch, step = self.plan.position(self.position.global_step)
                 logger.info(
-                    "resuming at epoch %d step %d (global step %d)",
-                    self.position.epoch,
-                    self.position.step,
-                    self.position.global_step,
+                    "resuming at epoch %d step %d (global step %d)", epoch, step, self.position.global_step
                 )
         self.marker_dir = Path(prepared.directory)
 
@@ -186,108 +210,49 @@ class TrainingLoop:
         anchor, other = self.teacher_row[anchor_ids], self.teacher_row[other_ids]
         return self.cache.lookup(anchor).to(device), self.cache.lookup(other).to(device)
 
-    def _negative_texts(self, batch, local_rows: np.ndarray) -> list[str] | None:
-        """Targets of each local pair's mined hard negatives, skipping pairs of this very batch."""
-        if self.hard_negatives is None:
-            return None
-        in_batch = set(batch.pair_indices.tolist())
-        k = self.config.loss.hard_negatives
-        texts = []
-        for row in local_rows:
-            candidates = [int(c) for c in self.hard_negatives[row] if int(c) not in in_batch]
-            candidates += [int(c) for c in self.hard_negatives[row] if int(c) in in_batch]  # rare: fill up
-            texts.extend(self.train.tgt[c] for c in candidates[:k])
-        return texts
+    def step(self, batch) -> tuple[dict[str, float], dict[str, float], bool]:
+        """One optimisation step on ``batch``: ``(global loss terms, other metrics, skipped)``; the terms
+        (``train/loss``, ``train/cross``, ..., ``labels/entropy``) are averaged over the ranks.
 
-    def _loss(self, src, tgt, teacher_anchor, teacher_other, negatives, *, lam_override: Any = "config"):
-        loss = self.config.loss
-        lam = (loss.lam if loss.tms else None) if lam_override == "config" else lam_override
-        kind = "hard" if loss.label == "hard_negatives" else loss.label
-        return distributed_loss(
-            src,
-            tgt,
-            teacher_anchor,
-            teacher_other,
-            kind=kind,
-            tau=loss.tau,
-            teacher_tau=loss.teacher_tau,
-            lam=lam,
-            margin=loss.margin,
-            local=loss.local,
-            teacher_scope="global",
-            negatives=negatives,
-        )
-
-    def _label_statistics(
-        self, teacher_anchor: torch.Tensor, teacher_other: torch.Tensor
-    ) -> dict[str, float]:
-        """Mean row entropy and diagonal mass of the soft labels: how far they are from one-hot."""
-        from imascl_ray.losses import soft_labels
-
-        loss = self.config.loss
-        if loss.label not in ("priority", "average"):
-            return {}
-        labels = soft_labels(
-            teacher_anchor,
-            teacher_other,
-            kind=loss.label,
-            tau=loss.teacher_tau if loss.teacher_tau is not None else loss.tau,
-        )
-        entropy = -(labels * labels.clamp_min(1e-30).log()).sum(dim=1).mean()
-        return {"labels/entropy": float(entropy), "labels/diagonal": float(labels.diagonal().mean())}
-
-    def step(self, batch) -> dict[str, float]:
-        """One optimisation step on ``batch``; returns its training metrics.
-
-        The random state (dropout) is seeded from (seed, global step, rank): it differs across ranks and
-        steps, as it should, and a run resumed from any checkpoint replays exactly the same masks on
-        every rank, although only rank 0 writes the checkpoint.
+        encode this rank's slice -> gather every rank's -> loss(inputs) -> backward -> optimiser step.
+        ``skipped``: the fp16 grad scaler found inf/NaN gradients and skipped the update (the learning
+        rate schedule then waits too). The random state (dropout) is seeded from (seed, global step,
+        rank): it differs across ranks and steps, as it should, and a run resumed from any checkpoint
+        replays exactly the same masks on every rank, although only rank 0 writes the checkpoint.
         """
-        rank = self.context.rank
-        torch.manual_seed(hash((self.config.schedule.seed, self.position.global_step, rank)) % 2**63)
+        rank, global_step = self.context.rank, self.position.global_step
+        torch.manual_seed(hash((self.config.schedule.seed, global_step, rank)) % 2**63)
         local_rows = batch.rank_slice(rank)
         src_texts = [self.train.src[i] for i in local_rows]
         tgt_texts = [self.train.tgt[i] for i in local_rows]
-        negative_texts = self._negative_texts(batch, local_rows)
-        teacher_anchor, teacher_other = self._teacher_rows(batch)
+        negative_texts = None
+        if self.negatives is not None:
+            negative_texts = self.negatives.texts(batch.pair_indices, local_rows, global_step)
+        teacher_anchor = teacher_other = None
+        if self.loss.needs_teacher:
+            teacher_anchor, teacher_other = self._teacher_rows(batch)
         with autocast(self.precision, self.context.device):
             src, tgt = self.model(src_texts), self.model(tgt_texts)
             negatives = self.model(negative_texts) if negative_texts is not None else None
-            loss = self._loss(src, tgt, teacher_anchor, teacher_other, negatives)
-        value = self._mean_over_ranks(loss.detach())
-        if not math.isfinite(value):  # every rank sees the same mean, so all stop together
-            self._explain_non_finite(src, tgt, teacher_anchor, teacher_other, negatives, value)
+            inputs = gather_inputs(src, tgt, teacher_anchor, teacher_other, negatives)
+            output = self.loss(inputs)
+        # Global values, the same on every rank: a non-finite loss stops all ranks together.
+        parts = {"loss": output.value, **output.terms}
+        averaged = mean_over_ranks(
+            {f"train/{name}": value for name, value in parts.items()}
+            | {f"labels/{name}": value for name, value in output.statistics.items()}
+        )
+        if not math.isfinite(averaged["train/loss"]):
+            check_finite(global_step + 1, {name: averaged[f"train/{name}"] for name in parts})
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(output.value).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.optim.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        return {"train/loss": value, "train/grad_norm": float(grad_norm), "train/lr": lr}
-
-    def _mean_over_ranks(self, value: torch.Tensor) -> float:
-        """The global loss: each rank's value averaged over ranks (the local form's shares differ)."""
-        if self.context.world_size > 1:
-            value = value.clone()
-            dist.all_reduce(value)
-            value /= self.context.world_size
-        return float(value)
-
-    def _explain_non_finite(self, src, tgt, teacher_anchor, teacher_other, negatives, value: float) -> None:
-        """Raise with the step and every loss term, so the user sees which one broke."""
-        terms = {"loss": value}
-        if self.config.loss.label != "mse":
-            with torch.no_grad():
-                cross = float(
-                    self._loss(src, tgt, teacher_anchor, teacher_other, negatives, lam_override=None)
-                )
-            terms["cross"] = cross
-            if self.config.loss.tms:
-                terms["mono"] = value - self.config.loss.lam * cross
-        check_finite(self.position.global_step + 1, terms)
-        raise NonFiniteLossError(f"step {self.position.global_step + 1}: non-finite loss {value}")
+        stepped = optimizer_step(self.scaler, self.optimizer)
+        if stepped:
+            self.scheduler.step()
+        return averaged, {"train/grad_norm": float(grad_norm), "train/lr": lr}, not stepped
 
     def validate(self) -> dict[str, float]:
         """Bitext accuracy both ways on each language pair's held-out split (rank 0 computes; all receive)."""
@@ -305,112 +270,91 @@ class TrainingLoop:
             metrics = flatten_local(results, namespace="val")
         return _broadcast(metrics, self.context)
 
-    def _checkpoint_and_report(self, metrics: dict[str, float]) -> None:
+    def _track(self, scores: dict[str, float]) -> dict[str, float]:
+        """Record a validation in the position (best score, patience); returns the metrics to report."""
+        position = self.position
+        if scores[SCORE] > position.best_score:
+            position.best_score, position.evaluations_since_best = scores[SCORE], 0
+        else:
+            position.evaluations_since_best += 1
+        if self.context.rank == 0:
+            logger.info(
+                "validation at step %d: %s %.4f (best %.4f)",
+                position.global_step,
+                SCORE,
+                scores[SCORE],
+                position.best_score,
+            )
+        return scores | {"val/best": position.best_score}
+
+    def _report(self, metrics: dict[str, float], *, with_checkpoint: bool) -> None:
+        """The one place reports leave the loop (with a checkpoint of rank 0 after a validation)."""
         with tempfile.TemporaryDirectory(prefix="imascl-ckpt-") as folder:
             checkpoint = None
-            if self.context.rank == 0:
+            if with_checkpoint and self.context.rank == 0:
+                epoch, step = self.plan.position(self.position.global_step)
                 checkpoint = save_checkpoint(
                     folder,
                     model=self.student,
                     optimizer=self.optimizer,
                     scheduler=self.scheduler,
                     scaler=self.scaler,
-                    position=self.position.as_dict(),
+                    position=dataclasses.asdict(self.position) | {"epoch": epoch, "step": step},
                 )
             self.report(metrics, checkpoint)
 
+    def _patience_ran_out(self) -> bool:
+        patience = self.config.schedule.patience
+        return patience is not None and self.position.evaluations_since_best >= patience
+
     def run(self) -> dict[str, Any]:
         """Train until the step budget, the epochs or the patience runs out; returns a summary."""
-        schedule = self.config.schedule
-        position = self.position
-        started, window_start, window_pairs = time.perf_counter(), time.perf_counter(), 0
-        window_losses: list[float] = []
-        stop = position.global_step >= self.total_steps
+        schedule, position = self.config.schedule, self.position
+        started, first_step, window, batches = time.perf_counter(), position.global_step, _Window(), None
         if self.context.rank == 0:
             logger.info(
-                "training: %d steps (%d per epoch), global batch %d on %d worker(s), %s",
+                "training: %d steps (%d per epoch), global batch %d on %d worker(s), %s, %s",
                 self.total_steps,
                 self.plan.steps_per_epoch,
                 schedule.global_batch_size,
                 self.context.world_size,
                 self.precision.name,
+                self.loss,
             )
-        while not stop:
-            for batch in self.plan.batches(position.epoch, position.step):
-                _maybe_inject_failure(self.config, self.context, position.global_step, self.marker_dir)
-                metrics = self.step(batch)
-                position.step += 1
-                position.global_step += 1
-                window_losses.append(metrics["train/loss"])
-                window_pairs += schedule.global_batch_size
-                last = position.global_step >= self.total_steps
-                if position.global_step % schedule.log_every == 0 or last:
-                    elapsed = time.perf_counter() - window_start
-                    metrics |= {
-                        "train/loss": float(np.mean(window_losses)),
-                        "pairs_per_s": window_pairs / elapsed,
-                        "epoch": position.epoch,
-                        "step": position.global_step,
-                    }
-                    metrics |= self._label_statistics(*self._teacher_rows(batch))
-                    if self.context.rank == 0:
-                        eta = (
-                            (time.perf_counter() - started)
-                            / position.global_step
-                            * (self.total_steps - position.global_step)
-                        )
-                        logger.info(
-                            "step %d/%d  loss %.4f  lr %.2e  %.1f pairs/s  eta %.0f s",
-                            position.global_step,
-                            self.total_steps,
-                            metrics["train/loss"],
-                            metrics["train/lr"],
-                            metrics["pairs_per_s"],
-                            eta,
-                        )
-                    window_start, window_pairs, window_losses = time.perf_counter(), 0, []
-                if position.global_step % schedule.eval_every == 0 or last:
-                    scores = self.validate()
-                    if scores[SCORE] > position.best_score:
-                        position.best_score, position.evaluations_since_best = scores[SCORE], 0
-                    else:
-                        position.evaluations_since_best += 1
-                    if position.step == self.plan.steps_per_epoch:  # a checkpoint at an epoch's end resumes
-                        position.epoch, position.step = position.epoch + 1, 0  # at the next epoch's start
-                    metrics |= scores | {"val/best": position.best_score, "step": position.global_step}
-                    if self.context.rank == 0:
-                        logger.info(
-                            "validation at step %d: %s %.4f (best %.4f)",
-                            position.global_step,
-                            SCORE,
-                            scores[SCORE],
-                            position.best_score,
-                        )
-                    self._checkpoint_and_report(metrics)
-                    patience = schedule.patience
-                    stop = last or (patience is not None and position.evaluations_since_best >= patience)
-                    if stop and not last and self.context.rank == 0:
-                        logger.info("early stop: %d validations without improvement", patience)
-                    if position.step == 0:
-                        break
-                elif position.global_step % schedule.log_every == 0:
-                    self.report(metrics, None)
-                if stop:
-                    break
-            else:
-                position.epoch, position.step = position.epoch + 1, 0
+        while position.global_step < self.total_steps and not self._patience_ran_out():
+            epoch, step_in_epoch = self.plan.position(position.global_step)
+            if batches is None or step_in_epoch == 0:  # the one place an epoch starts (or resumes)
+                batches = self.plan.batches(epoch, step_in_epoch)
+            batch = next(batches)
+            maybe_fail(position.global_step, self.context.rank, self.marker_dir)
+            window.add(*self.step(batch))
+            position.global_step += 1
+
+            last = position.global_step >= self.total_steps
+            validate = position.global_step % schedule.eval_every == 0 or last
+            if not (validate or position.global_step % schedule.log_every == 0):
+                continue
+            metrics = window.metrics(schedule.global_batch_size)
+            metrics |= {"epoch": epoch, "step": position.global_step}
+            if self.context.rank == 0:
+                seconds_per_step = (time.perf_counter() - started) / (position.global_step - first_step)
+                logger.info(
+                    "step %d/%d  loss %.4f  lr %.2e  %.1f pairs/s  eta %.0f s",
+                    position.global_step,
+                    self.total_steps,
+                    metrics["train/loss"],
+                    metrics["train/lr"],
+                    metrics["pairs_per_s"],
+                    seconds_per_step * (self.total_steps - position.global_step),
+                )
+            if validate:
+                metrics |= self._track(self.validate())
+            self._report(metrics, with_checkpoint=validate)
+            window = _Window()
+        if self._patience_ran_out() and self.context.rank == 0:
+            logger.info("early stop: %d validations without improvement", schedule.patience)
         return {
             "best_score": position.best_score,
             "global_step": position.global_step,
             "seconds": time.perf_counter() - started,
         }
-
-
-def train_rank(
-    config: Config, prepared: PreparedRun, context: RankContext, reporter: Reporter
-) -> dict[str, Any]:
-    """Build this rank's :class:`TrainingLoop` and run it."""
-    return TrainingLoop(config, prepared, context, reporter).run()
-
-
-ReporterFactory = Callable[[int], Reporter]

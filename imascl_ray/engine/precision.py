@@ -60,3 +60,20 @@ def autocast(precision: Precision, device: torch.device) -> Iterator[None]:
 def grad_scaler(precision: Precision, device: torch.device) -> torch.amp.GradScaler:
     """A scaler that is enabled only for fp16 (a disabled scaler is a no-op with the same API)."""
     return torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler)
+
+
+def optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+    """``scaler.step(optimizer)`` and ``scaler.update()``; False when the scaler skipped the step.
+
+    Under fp16 the scaler skips the update of a step whose gradients hold inf/NaN and halves its scale:
+    the caller must then not advance the learning-rate schedule (what Hugging Face's trainer and
+    accelerate do), or every overflow would silently shorten the warm-up and the decay. Read through
+    the public API: a skipped step is the one after which the scale went down.
+    """
+    if not scaler.is_enabled():
+        optimizer.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale

@@ -1,25 +1,10 @@
-"""Soft contrastive learning for multilingual sentence embeddings: labels and losses on plain tensors.
+"""The maths every loss shares, on plain tensors: cosines, soft labels, and one soft cross-entropy.
 
-Notation (arXiv 2405.16155, Sec. 3). A batch holds ``N`` translation pairs ``(s_i, t_i)``. The student
-``f`` embeds both sides; the frozen teacher ``g`` embeds them too. With ``cos`` the cosine similarity,
-
-    sim_f(x, y) = cos(f(x), f(y)) / tau          sim_g(x, y) = cos(g(x), g(y)) / tau_teacher
-
-* soft labels ``w(i, j)`` (a row-stochastic ``N x N`` matrix): hard (Eq. 3, the identity), Priority
-  (Eq. 4, a row softmax of the anchor language's teacher similarities) or Average (Eq. 5, a row softmax of
-  the mean of both languages' teacher similarities);
-* ``L_row``  (Eq. 2) ``= -1/N sum_ij w(i,j) log softmax_n sim_f(s_i, t_n) |_{n=j}``: each source sentence
-  spreads its probability over the targets as the labels say;
-* ``L_col``  (Eq. 6) ``= -1/N sum_ij w(i,j) log softmax_n sim_f(s_n, t_j) |_{n=i}``: the same for each
-  target over the sources; ``L_cross = L_row + L_col`` (summed, as in the paper and the authors' code);
-* ``L_mono`` (Eq. 7) the same soft labels on ``sim_f(s, s)`` and ``sim_f(t, t)``, column-normalised;
-* ``L = lambda * L_cross + L_mono`` (Eq. 8, "TMS");
-* the embedding-MSE distillation baseline of Reimers & Gurevych (2020).
-
-Every loss here is one primitive, :func:`soft_cross_entropy` (a sum of ``-w * log_softmax(q k^T / tau)``
-over a block of queries), so the single-process form and the distributed *local* form (each rank computes
-only its own rows and columns against the gathered batch, see :mod:`imascl_ray.distributed`) share the
-same maths. All of it runs in float32 (float64 stays float64) even under bf16/fp16 autocast.
+Every contrastive loss of :mod:`imascl_ray.losses` is a sum of :func:`soft_cross_entropy` terms
+(``-w * log_softmax(q k^T / tau)`` over a block of queries) and :func:`contrastive_sums` puts those terms
+together for one block of rows, so the single-process form and the distributed *local* form (a rank's
+own rows and columns against the gathered batch) are the same code. All of it runs in float32 (float64
+stays float64) even under bf16/fp16 autocast.
 """
 
 from __future__ import annotations
@@ -39,7 +24,7 @@ LABEL_KINDS: tuple[str, ...] = ("hard", "priority", "average")
 _F = TypeVar("_F", bound=Callable[..., Tensor])
 
 
-def _full_precision(function: _F) -> _F:
+def full_precision(function: _F) -> _F:
     """Run ``function`` with autocast off and half-precision tensor arguments upcast to float32.
 
     Under autocast a float32 matmul would be cast back to bf16/fp16; softmax over logits of magnitude
@@ -70,7 +55,7 @@ def cosine_matrix(queries: Tensor, keys: Tensor) -> Tensor:
     return F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T
 
 
-@_full_precision
+@full_precision
 def label_logits(
     anchor_queries: Tensor,
     anchor_keys: Tensor,
@@ -106,7 +91,7 @@ def label_logits(
     return similarity / tau
 
 
-@_full_precision
+@full_precision
 def soft_labels(
     teacher_anchor: Tensor,
     teacher_other: Tensor | None = None,
@@ -138,7 +123,7 @@ def soft_labels(
     return logits.softmax(dim=1)
 
 
-@_full_precision
+@full_precision
 def soft_cross_entropy(
     queries: Tensor,
     keys: Tensor,
@@ -177,7 +162,7 @@ def soft_cross_entropy(
     return _SoftCrossEntropySum.apply(logits, targets)
 
 
-def _sum_of_products(a: Tensor, b: Tensor, rows: int = 1024) -> Tensor:
+def sum_of_products(a: Tensor, b: Tensor, rows: int = 1024) -> Tensor:
     """``(a * b).sum()`` over blocks of rows, so no third ``[B, N]`` matrix is ever allocated."""
     return torch.stack([(a[i : i + rows] * b[i : i + rows]).sum() for i in range(0, a.shape[0], rows)]).sum()
 
@@ -195,7 +180,7 @@ class _SoftCrossEntropySum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # type: ignore[override]
         log_probs = logits.log_softmax(dim=1)
-        loss = -_sum_of_products(targets, log_probs)
+        loss = -sum_of_products(targets, log_probs)
         if ctx.needs_input_grad[0]:
             gradient = log_probs.exp_().mul_(targets.sum(dim=1, keepdim=True)).sub_(targets)
             ctx.save_for_backward(gradient)
@@ -208,90 +193,9 @@ class _SoftCrossEntropySum(torch.autograd.Function):
         return gradient * grad_loss, None
 
 
-def _check_pairs(src: Tensor, tgt: Tensor, labels: Tensor) -> int:
-    n = src.shape[0]
-    if tgt.shape[0] != n or labels.shape != (n, n):
-        raise ValueError(
-            f"expected src [N, d], tgt [N, d] and labels [N, N] with one N; got {list(src.shape)}, "
-            f"{list(tgt.shape)} and {list(labels.shape)}"
-        )
-    return n
-
-
-def soft_contrastive_loss(
-    src: Tensor,
-    tgt: Tensor,
-    labels: Tensor,
-    *,
-    tau: float,
-    margin: float = 0.0,
-    negatives: Tensor | None = None,
-) -> Tensor:
-    """``L_cross = L_row + L_col`` (Eq. 2 and 6) with ``sim_f = cos / tau``.
-
-    With hard labels this is the symmetric InfoNCE of LaBSE/mE5:
-    ``cross_entropy(S / tau, arange) + cross_entropy(S.T / tau, arange)`` for ``S = cos(src, tgt)``.
-
-    Args:
-        src: ``[N, d]`` student embeddings of the source sentences ``s_i``.
-        tgt: ``[N, d]`` student embeddings of their translations ``t_i``.
-        labels: ``[N, N]`` soft labels ``w(i, j)`` from :func:`soft_labels`.
-        tau: the student temperature.
-        margin: optional additive margin on each translation pair's cosine (LaBSE); 0 is the paper.
-        negatives: optional ``[M, d]`` extra target-language sentences that are no source's translation
-            (mined hard negatives, the mUSE baseline): they join every row's softmax with label 0.
-    """
-    n = _check_pairs(src, tgt, labels)
-    row = soft_cross_entropy(*_with_negatives(src, tgt, labels, negatives), tau=tau, margin=margin)
-    col = soft_cross_entropy(tgt, src, labels.T, tau=tau, margin=margin)
-    return (row + col) / n
-
-
-def _with_negatives(queries: Tensor, keys: Tensor, targets: Tensor, negatives: Tensor | None):
-    """``(queries, keys + negatives, targets + zero columns)``: negatives are candidates no one targets."""
-    if negatives is None:
-        return queries, keys, targets
-    padding = targets.new_zeros(targets.shape[0], negatives.shape[0])
-    return queries, torch.cat([keys, negatives]), torch.cat([targets, padding], dim=1)
-
-
-def monolingual_loss(src: Tensor, tgt: Tensor, labels: Tensor, *, tau: float) -> Tensor:
-    """``L_mono`` (Eq. 7): the soft labels on ``sim_f(s, s)`` and ``sim_f(t, t)``, column-normalised.
-
-    ``-1/N sum_ij w(i,j) log softmax_n sim_f(s_n, s_j)|_{n=i}`` plus the same for ``t``. Column ``j`` of a
-    symmetric similarity matrix is its row ``j``, so each term is :func:`soft_cross_entropy` with the
-    labels transposed.
-    """
-    n = _check_pairs(src, tgt, labels)
-    source_side = soft_cross_entropy(src, src, labels.T, tau=tau)
-    target_side = soft_cross_entropy(tgt, tgt, labels.T, tau=tau)
-    return (source_side + target_side) / n
-
-
-def imascl_loss(
-    src: Tensor,
-    tgt: Tensor,
-    labels: Tensor,
-    *,
-    tau: float,
-    lam: float | None = None,
-    margin: float = 0.0,
-    negatives: Tensor | None = None,
-) -> Tensor:
-    """The paper's objective: ``L_cross`` when ``lam`` is None, else ``lam * L_cross + L_mono`` (Eq. 8, TMS).
-
-    The authors' code has no lambda; it corresponds to ``lam = 1``. The paper's setting is ``lam = 0.1``.
-    ``margin`` and ``negatives`` are as in :func:`soft_contrastive_loss`.
-    """
-    cross = soft_contrastive_loss(src, tgt, labels, tau=tau, margin=margin, negatives=negatives)
-    if lam is None:
-        return cross
-    return lam * cross + monolingual_loss(src, tgt, labels, tau=tau)
-
-
-def local_imascl_loss(
-    src_local: Tensor,
-    tgt_local: Tensor,
+def contrastive_sums(
+    src_queries: Tensor,
+    tgt_queries: Tensor,
     src_all: Tensor,
     tgt_all: Tensor,
     row_labels: Tensor,
@@ -299,49 +203,47 @@ def local_imascl_loss(
     *,
     offset: int,
     tau: float,
-    lam: float | None = None,
     margin: float = 0.0,
     negatives_all: Tensor | None = None,
-) -> Tensor:
-    """One block's share of :func:`imascl_loss`: its own rows and columns against the whole batch.
+    monolingual: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """``(sum of L_cross terms, sum of L_mono terms or None)`` of one block of rows of the batch.
 
-    The block holds pairs ``offset .. offset + B - 1`` of a batch of ``N``. Its rows of ``L_row`` and its
-    columns of ``L_col`` and ``L_mono`` cost ``B x N`` logits instead of ``N x N``; summed over the blocks
-    that tile the batch, the shares equal :func:`imascl_loss` exactly (value and gradients).
+    The block holds pairs ``offset .. offset + B - 1`` of a batch of ``N`` (``B = N``, ``offset = 0``:
+    the whole batch). Its rows of ``L_row`` (Eq. 2), its columns of ``L_col`` (Eq. 6) and, with
+    ``monolingual``, its columns of ``L_mono`` (Eq. 7) cost ``B x N`` logits; summed over the blocks that
+    tile the batch and divided by ``N``, they are the whole batch's losses (value and gradients).
 
     Args:
-        src_local, tgt_local: ``[B, d]`` the block's student embeddings.
+        src_queries, tgt_queries: ``[B, d]`` the block's student embeddings.
         src_all, tgt_all: ``[N, d]`` the whole batch's (the block's rows included, at ``offset``).
         row_labels: ``[B, N]`` the block's rows of ``w``: ``w[offset:offset+B, :]``.
         col_labels: ``[B, N]`` the block's columns of ``w``, transposed: ``w[:, offset:offset+B].T``.
         offset: the block's first row in the batch.
-        tau, lam, margin: as in :func:`imascl_loss`.
-        negatives_all: ``[M, d]`` every block's extra negatives, as ``negatives`` of :func:`imascl_loss`.
+        tau: the student temperature; ``margin``: LaBSE's additive margin on each translation's cosine.
+        negatives_all: ``[M, d]`` extra target-language sentences (mined hard negatives): they join every
+            row's softmax with label 0.
+        monolingual: also return the ``L_mono`` sum (TMS).
     """
     n = src_all.shape[0]
-    row_terms = _with_negatives(src_local, tgt_all, row_labels, negatives_all)
-    cross = soft_cross_entropy(*row_terms, tau=tau, margin=margin, offset=offset)
-    cross = cross + soft_cross_entropy(tgt_local, src_all, col_labels, tau=tau, margin=margin, offset=offset)
-    if lam is None:
-        return cross / n
-    mono = soft_cross_entropy(src_local, src_all, col_labels, tau=tau) + soft_cross_entropy(
-        tgt_local, tgt_all, col_labels, tau=tau
-    )
-    return (lam * cross + mono) / n
-
-
-@_full_precision
-def mse_distillation_loss(student_src: Tensor, student_tgt: Tensor, teacher_src: Tensor) -> Tensor:
-    """Embedding distillation of Reimers & Gurevych (2020): both student sides regress onto ``g(s_i)``.
-
-    ``mean((f(s_i) - g(s_i))^2) + mean((f(t_i) - g(s_i))^2)``: the student's source and target embeddings
-    both match the teacher's embedding of the source sentence, so the student and teacher must share a
-    dimension. (The authors' "MMSE" baseline, an MSE between similarity matrices, is a different loss.)
-    """
-    if student_src.shape != teacher_src.shape or student_tgt.shape != teacher_src.shape:
+    rows = src_queries.shape[0]
+    if tgt_all.shape[0] != n or tgt_queries.shape[0] != rows or row_labels.shape != (rows, n):
         raise ValueError(
-            "mse distillation needs student and teacher embeddings of one shape; got student "
-            f"{list(student_src.shape)} / {list(student_tgt.shape)} and teacher {list(teacher_src.shape)}"
+            f"expected [B, d] queries, [N, d] batches and [B, N] labels; got src {list(src_queries.shape)}, "
+            f"tgt {list(tgt_queries.shape)}, batches {list(src_all.shape)} / {list(tgt_all.shape)} and "
+            f"labels {list(row_labels.shape)}"
         )
-    teacher_src = teacher_src.detach()
-    return F.mse_loss(student_src, teacher_src) + F.mse_loss(student_tgt, teacher_src)
+    keys, targets = tgt_all, row_labels
+    if negatives_all is not None:  # candidates no one targets: zero label columns
+        keys = torch.cat([tgt_all, negatives_all])
+        targets = torch.cat([row_labels, row_labels.new_zeros(rows, negatives_all.shape[0])], dim=1)
+    cross = soft_cross_entropy(src_queries, keys, targets, tau=tau, margin=margin, offset=offset)
+    cross = cross + soft_cross_entropy(
+        tgt_queries, src_all, col_labels, tau=tau, margin=margin, offset=offset
+    )
+    if not monolingual:
+        return cross, None
+    mono = soft_cross_entropy(src_queries, src_all, col_labels, tau=tau) + soft_cross_entropy(
+        tgt_queries, tgt_all, col_labels, tau=tau
+    )
+    return cross, mono
