@@ -242,7 +242,7 @@ class Config:
 
 RECIPES = Path(__file__).parent / "recipes"
 
-_FAULT_HOOK = "the environment variables IMASCL_FAULT_AT_STEP and IMASCL_FAULT_RANK (fault injection is for tests)"
+_FAULT_HOOK = "the environment variables IMASCL_FAULT_AT_STEP and IMASCL_FAULT_RANK (for tests only)"
 RETIRED_KEYS: dict[str, str] = {
     "loss.label": (
         "loss.name (soft, infonce, mse, hard_negatives) for the loss and loss.labels (priority, average) for "

@@ -253,10 +253,10 @@ def _explain(
     key = _error_key(error, values)
     where = origin(key, origins)
     if error["type"] == "unexpected_keyword_argument":
+        if key in retired:  # a retired key may be the last of a retired section (debug.fail_at_step)
+            return f"{where}: {key} is gone; use {retired[key]}"
         if len(error["loc"]) == 1:
             return f"{where}: unknown section {key.partition('.')[0]!r}{closest(key, hints)}"
-        if key in retired:
-            return f"{where}: {key} is gone; use {retired[key]}"
         return f"{where}: unknown key {key!r}{closest(key, hints)}"
     hint, value = hints.get(key), values.get(key, error.get("input"))
     if typing.get_origin(hint) is Literal:
