@@ -160,9 +160,7 @@ def run_training(
     if not resume:
         run_names.check_new_run(run_name, storage, run_dir)
     elif run_names.ray_snapshot(storage, run_name) is None:
-        logger.warning(
-            "[train] run %s has no checkpoint to resume from: it starts from the beginning", run_name
-        )
+        logger.info("[train] run %s has no checkpoint yet: it starts from step 0", run_name)
     prepared = prepare_run(config, run_dir, shared_teacher=shared_teacher)
     run_id = (
         mlflow_run_id
