@@ -13,7 +13,7 @@ from imascl_ray.config import load_config
 from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.errors import InputError
-from imascl_ray.prepare import build_shared_teacher_cache, prepare_run
+from imascl_ray.preparation import build_shared_teacher_cache, prepare_run
 from imascl_ray.teacher import Teacher, TeacherCache
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 

@@ -33,7 +33,7 @@ from imascl_ray.engine.checkpoint import load_checkpoint, save_checkpoint
 from imascl_ray.engine.guards import NonFiniteLossError, check_finite
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
 from imascl_ray.engine.precision import autocast, grad_scaler, resolve_precision
-from imascl_ray.prepare import PreparedRun, load_student
+from imascl_ray.preparation import PreparedRun, load_student
 
 logger = logging.getLogger(__name__)
 

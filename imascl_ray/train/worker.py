@@ -14,7 +14,7 @@ from imascl_ray.config import from_dict
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.eval.tracking import log_metrics
 from imascl_ray.logs import configure_logging, quiet_ray_train_reports
-from imascl_ray.prepare import PreparedRun
+from imascl_ray.preparation import PreparedRun
 
 
 class RayReporter:
