@@ -114,3 +114,22 @@ def test_variants_with_different_teachers_cannot_share_a_cache(assets, tmp_path)
     }
     with pytest.raises(InputError, match="share the teacher"):
         build_shared_teacher_cache(variants, tmp_path / "sweep")
+
+
+def test_trials_scored_on_the_union_of_the_pair_sets_find_their_sentences_in_the_shared_cache(
+    assets, tmp_path
+):
+    """A sweep builds the cache from its variants; each trial then sets data.validation_pair_set to the
+    union of the searched sets, which only takes more held-out rows out of its training set."""
+    pair_sets = ("en-fr", "en-fr+en-ru")
+    shared = build_shared_teacher_cache(
+        {pair_set: config_for(assets, tmp_path, pair_set) for pair_set in pair_sets}, tmp_path / "sweep"
+    )
+    scored = {}
+    for pair_set in pair_sets:
+        trial = config_for(assets, tmp_path, pair_set, "data.validation_pair_set=en-fr+en-ru")
+        prepared = prepare_run(trial, tmp_path / pair_set, shared_teacher=shared)
+        scored[pair_set] = (prepared.validation_pairs, read_corpus(prepared.validation))
+        assert len(np.load(prepared.teacher_rows)) == len(read_corpus(prepared.train).sentences())
+    assert scored["en-fr"][0] == scored["en-fr+en-ru"][0] == ["en-fr", "en-ru"]
+    assert scored["en-fr"][1] == scored["en-fr+en-ru"][1]
