@@ -118,7 +118,7 @@ def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
             "teacher.max_length=32",
             "schedule.global_batch_size=16",
         ], model
-    from imascl_ray.prepare import resolve_model
+    from imascl_ray.preparation import resolve_model
 
     return [
         *common,

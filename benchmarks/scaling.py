@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_test_environment()
     import ray
 
-    from imascl_ray.prepare import prepare_run
+    from imascl_ray.preparation import prepare_run
     from imascl_ray.train.session import ray_session
 
     started = time.perf_counter()

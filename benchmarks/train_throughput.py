@@ -56,7 +56,7 @@ class Setup:
     """What every variant shares."""
 
     config: Any  # imascl_ray.config.Config of the soft variant
-    prepared: Any  # imascl_ray.prepare.PreparedRun
+    prepared: Any  # imascl_ray.preparation.PreparedRun
     batches: list[Any]  # GlobalBatch list, cycled through in the same order by every variant
     texts: list[tuple[list[str], list[str], list[str]]]  # per batch: src, tgt, anchor-side texts
     small_batches: list[Any]  # the same at the authors' variant's smaller global batch
@@ -66,7 +66,7 @@ class Setup:
 def build_setup(args: argparse.Namespace) -> Setup:
     from imascl_ray.config import load_config
     from imascl_ray.data import BatchPlan, read_corpus, write_corpus
-    from imascl_ray.prepare import prepare_run
+    from imascl_ray.preparation import prepare_run
 
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,12 @@ class TeacherConfig:
     """Sentences per batch while the teacher embeds the corpus once into its cache."""
     cache_dir: str | None = None
     """Where teacher embeddings are cached (None: ``<output_dir>/cache/teacher``), shared by runs."""
+    workers: int | None = None
+    """Ray Data actors that embed the corpus into the cache, each holding the teacher: one GPU each where
+    the Ray cluster has GPUs, else ``teacher.cpus_per_worker`` CPUs. 0: this process embeds it (one
+    machine, no cluster); None: one actor per GPU when the run's Ray cluster has GPUs, else 0."""
+    cpus_per_worker: int = 1
+    """CPUs (and torch threads) of each CPU teacher actor of ``teacher.workers``."""
 
 
 @dataclass
@@ -87,8 +93,8 @@ class DataConfig:
     pair_set: str = "en-xx"
     """``en-xx``, ``all``, ``en-xx+fr-xx``, ``en-xx+ru-xx``, or a list such as ``en-fr,en-ja``."""
     validation_pair_set: str | None = None
-    """Language-pair set whose validation pairs score the run (val/mean/acc); None: data.pair_set. A sweep
-    over data.pair_set sets it to the union of the searched sets."""
+    """Language-pair set whose validation pairs score the run (val/mean/acc); None: data.pair_set.
+    A sweep over data.pair_set sets it to the union of the searched sets."""
     priority: str = "auto"
     """Anchor-language order, e.g. ``en,ru,ja,fr,ko``; ``auto``: by corpus volume, as the paper."""
     max_pairs_per_language_pair: int = 25_000

@@ -7,11 +7,18 @@ never change, every unique sentence of a corpus is embedded once and stored as a
 instead of running the teacher every step.
 
 The cache lives in ``cache_dir/teacher-<fingerprint>/`` where the fingerprint hashes everything that
-decides the vectors: the teacher's weights (``revision``) and tokenizer, its prefix, pooling,
-normalisation and ``max_length``, the storage dtype, and the sentence list itself. Same fingerprint:
-the next run (or the next Tune trial) reuses the files; changed corpus or teacher: a new cache is
-built. A cache is written into a temporary folder and renamed into place when complete, so a crash
-never leaves a half-written cache under a valid name.
+decides the vectors: the teacher's weights (``revision``), its non-weight model config
+(``config.json``: ``layer_norm_eps``, ``hidden_act``, ...) and tokenizer, its prefix, pooling,
+normalisation and ``max_length``, the torch and transformers versions, the storage dtype, and the
+sentence list itself. Same fingerprint: the next run (or the next Tune trial) reuses the files; changed
+corpus or teacher: a new cache is built.
+
+A cache is embedded shard by shard (:class:`Shard`, a few thousand rows each); each finished shard is
+written (atomically) to ``cache_dir/.teacher-<fingerprint>.shards/``, so an interrupted build resumes
+from the shards it finished. Who embeds the shards is pluggable (:data:`ShardEmbedder`): this process
+by default, or a pool of Ray Data actors (:mod:`imascl_ray.train.teacher_pool`; nothing here imports
+Ray). The shards are then assembled into a temporary folder that is renamed into place when complete,
+so a crash never leaves a half-written cache under a valid name.
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -40,7 +47,12 @@ logger = logging.getLogger(__name__)
 CacheDtype = Literal["float32", "float16"]
 EMBEDDINGS_FILE = "embeddings.npy"
 META_FILE = "meta.json"
+LAYOUT_FILE = "layout.json"
 CACHE_FORMAT = 1
+ENCODE_WINDOW = 16
+"""Batches per :meth:`SentenceEncoder.encode` call: texts are sorted by length within such a window."""
+SHARD_WINDOWS = 4
+"""Encode windows per shard: 8192 sentences at ``teacher.batch_size`` 128."""
 
 
 class Teacher:
@@ -76,15 +88,33 @@ class Teacher:
 
     def settings(self) -> dict[str, Any]:
         """What decides the teacher's vectors, for the cache fingerprint: content, not location."""
+        import transformers
+
         encoder = self.encoder
         return {
             "revision": encoder.revision,
+            "model_config": model_config_hash(encoder.model),
             "tokenizer": tokenizer_hash(encoder.tokenizer),
             "prefix": encoder.prefix,
             "pooling": encoder.pooling,
             "normalize": encoder.normalize,
             "max_length": encoder.max_length,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
+
+
+def model_config_hash(model: Any) -> str:
+    """A content hash (sha256, 20 hex digits) of a model's non-weight config (``config.json``).
+
+    Where the folder lies (``_name_or_path``) and the transformers version that wrote it are left
+    out (the version that runs is part of :meth:`Teacher.settings`); the attention implementation is in.
+    """
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    config.pop("transformers_version", None)
+    config["attention"] = getattr(model.config, "_attn_implementation", None)
+    text = json.dumps(config, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
 def tokenizer_hash(tokenizer: Any) -> str:
@@ -125,6 +155,58 @@ def cache_fingerprint(settings: dict[str, Any], sentences: Sequence[str], dtype:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``start:stop`` of a cache: the unit that is embedded, written and resumed."""
+
+    index: int
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(n_sentences: int, shard_size: int) -> list[Shard]:
+    """The shards of ``n_sentences`` rows, ``shard_size`` each (the last one shorter)."""
+    starts = range(0, n_sentences, shard_size)
+    return [Shard(i, start, min(start + shard_size, n_sentences)) for i, start in enumerate(starts)]
+
+
+def encode_shard(teacher: Teacher, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    """The teacher's embeddings ``[len(texts), d]`` (float32) of one shard's sentences.
+
+    Encoded ``ENCODE_WINDOW`` batches at a time, so that every way of running the teacher (this
+    process, a Ray Data actor) groups and pads the same texts together and computes the same rows.
+    """
+    window = max(batch_size * ENCODE_WINDOW, 1)
+    out = np.empty((len(texts), teacher.embedding_dim), dtype=np.float32)
+    for start in range(0, len(texts), window):
+        part = texts[start : start + window]
+        out[start : start + len(part)] = teacher.encode(part, batch_size=batch_size).numpy()
+    return out
+
+
+class ShardEmbedder(Protocol):
+    """Embeds ``shards`` of ``sentences`` and yields each finished one (in any order) with its rows.
+
+    Every yielded array is ``[len(shard), d]`` with row ``i`` the embedding of
+    ``sentences[shard.start + i]``, as :func:`encode_shard` computes it with ``teacher``'s settings.
+    """
+
+    def __call__(
+        self, teacher: Teacher, sentences: Sequence[str], shards: Sequence[Shard], batch_size: int
+    ) -> Iterable[tuple[Shard, np.ndarray]]: ...
+
+
+def embed_in_process(
+    teacher: Teacher, sentences: Sequence[str], shards: Sequence[Shard], batch_size: int
+) -> Iterable[tuple[Shard, np.ndarray]]:
+    """The default :class:`ShardEmbedder`: this process's teacher, one shard after the other."""
+    for shard in shards:
+        yield shard, encode_shard(teacher, sentences[shard.start : shard.stop], batch_size)
+
+
 @dataclass
 class TeacherCache:
     """Teacher embeddings of a sentence list, memory-mapped from ``directory/embeddings.npy``.
@@ -147,12 +229,16 @@ class TeacherCache:
         dtype: CacheDtype = "float32",
         batch_size: int = 64,
         show_progress: bool = True,
+        shard_size: int | None = None,
+        embedder: ShardEmbedder | None = None,
     ) -> TeacherCache:
         """Open the cache for (teacher, sentences) under ``cache_dir``, embedding them first if needed.
 
-        Embeds in batches of ``batch_size`` (with a progress bar when ``show_progress``), writes into
-        a temporary folder next to the final one and renames it into place. If another process
-        finishes the same cache first, its copy is used.
+        The sentences are embedded in shards of ``shard_size`` rows (default: ``SHARD_WINDOWS``
+        encode windows of ``ENCODE_WINDOW`` batches of ``batch_size``) by ``embedder`` (default: this
+        process, :func:`embed_in_process`), with a progress bar when ``show_progress``. Shards a
+        previous, interrupted build finished are not embedded again. If another process finishes the
+        same cache first, its copy is used.
         """
         if dtype not in ("float32", "float16"):
             raise InputError(f"teacher cache dtype: {dtype!r} is not one of float32, float16")
@@ -167,30 +253,53 @@ class TeacherCache:
             logger.info("teacher cache: reusing %s", final)
             return cls.open(final, reused=True)
 
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        shard_size = shard_size or max(batch_size * ENCODE_WINDOW * SHARD_WINDOWS, 1)
+        shards = plan_shards(len(sentences), shard_size)
+        store = _ShardStore(
+            cache_dir / f".teacher-{fingerprint}.shards",
+            {"shard_size": shard_size, "dim": teacher.embedding_dim, "dtype": dtype},
+        )
+        todo = [shard for shard in shards if not store.has(shard)]
+        if len(todo) < len(shards):
+            logger.info(
+                "teacher cache: resuming, %d of %d shards already embedded",
+                len(shards) - len(todo),
+                len(shards),
+            )
+        logger.info("teacher cache: embedding %d sentences with %s", sum(map(len, todo)), teacher.name)
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(
+                total=len(sentences),
+                initial=len(sentences) - sum(map(len, todo)),
+                desc="teacher cache",
+                unit="sentence",
+            )
+        try:
+            for shard, rows in (embedder or embed_in_process)(teacher, sentences, todo, batch_size):
+                store.put(shard, rows)
+                if progress is not None:
+                    progress.update(len(shard))
+        finally:
+            if progress is not None:
+                progress.close()
+        missing = [shard.index for shard in shards if not store.has(shard)]
+        if missing:
+            raise RuntimeError(f"teacher cache: the embedder left shards {missing} of {final.name} unwritten")
+
         staging = Path(tempfile.mkdtemp(prefix=f".teacher-{fingerprint}-", dir=cache_dir))
         try:
-            started = time.perf_counter()
-            logger.info("teacher cache: embedding %d sentences with %s", len(sentences), teacher.name)
             array = np.lib.format.open_memmap(
                 staging / EMBEDDINGS_FILE,
                 mode="w+",
                 dtype=np.dtype(dtype),
                 shape=(len(sentences), teacher.embedding_dim),
             )
-            chunk = max(batch_size * 16, 1)  # encode() sorts by length within each chunk
-            progress = None
-            if show_progress:
-                from tqdm.auto import tqdm
-
-                progress = tqdm(total=len(sentences), desc="teacher cache", unit="sentence")
-            for start in range(0, len(sentences), chunk):
-                part = sentences[start : start + chunk]
-                array[start : start + len(part)] = teacher.encode(part, batch_size=batch_size).numpy()
-                if progress is not None:
-                    progress.update(len(part))
-            if progress is not None:
-                progress.close()
+            for shard in shards:
+                array[shard.start : shard.stop] = store.get(shard)
             array.flush()
             del array
             meta = {
@@ -215,6 +324,7 @@ class TeacherCache:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(store.directory, ignore_errors=True)
         logger.info("teacher cache: wrote %s", final)
         return cls.open(final)
 
@@ -257,3 +367,53 @@ def _fsync_folder(directory: Path) -> None:
     for path in directory.iterdir():
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
+
+
+class _ShardStore:
+    """The finished shards of one cache build: ``<directory>/<index>.npy``, each written atomically.
+
+    ``layout`` (shard size, width, dtype) is recorded in ``layout.json``; shards of another layout
+    are discarded rather than mixed in.
+    """
+
+    def __init__(self, directory: Path, layout: dict[str, Any]) -> None:
+        self.directory = directory
+        self.dtype = np.dtype(layout["dtype"])
+        self.dim = int(layout["dim"])
+        layout_file = directory / LAYOUT_FILE
+        if layout_file.is_file() and json.loads(layout_file.read_text()) != layout:
+            logger.info("teacher cache: discarding the shards of another layout in %s", directory)
+            shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        layout_file.write_text(json.dumps(layout) + "\n")
+
+    def path(self, shard: Shard) -> Path:
+        return self.directory / f"{shard.index:06d}.npy"
+
+    def has(self, shard: Shard) -> bool:
+        path = self.path(shard)
+        if not path.is_file():
+            return False
+        try:
+            rows = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        return rows.shape == (len(shard), self.dim) and rows.dtype == self.dtype
+
+    def get(self, shard: Shard) -> np.ndarray:
+        return np.load(self.path(shard), mmap_mode="r")
+
+    def put(self, shard: Shard, rows: np.ndarray) -> None:
+        rows = np.asarray(rows)
+        if rows.shape != (len(shard), self.dim):
+            raise ValueError(
+                f"teacher cache: shard {shard.index} came back as {rows.shape}, "
+                f"expected {(len(shard), self.dim)}"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = self.directory / f".{shard.index:06d}.{os.getpid()}.partial.npy"
+        with open(partial, "wb") as handle:
+            np.save(handle, rows.astype(self.dtype, copy=False))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.path(shard))

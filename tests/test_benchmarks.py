@@ -103,3 +103,16 @@ def test_scaling_smoke(tmp_path, capsys):
     assert [run["workers"] for run in result["runs"]] == [1, 2]
     trial = result["tune_trial"]
     assert trial["tuner_fit_s"] > trial["fit_s"] > 0  # a Tune trial wraps the same Ray Train run
+
+
+@pytest.mark.slow
+def test_teacher_cache_smoke_actors_build_the_same_cache(tmp_path, capsys):
+    import teacher_cache
+
+    result = teacher_cache.main(["--smoke", "--work-dir", str(tmp_path)])
+    assert last_json_line(capsys) == json.loads(json.dumps(result))
+    variants = {"in_process", "actors_1", "actors_2"}
+    assert set(result["end_to_end_sentences_per_s"]) == variants == set(result["steady_sentences_per_s"])
+    assert all(value > 0 for value in result["end_to_end_sentences_per_s"].values())
+    assert result["same_fingerprint"] is True and result["max_abs_difference"] <= 1e-6
+    assert result["steady_2_over_1"] > 0 and "target_met" in result

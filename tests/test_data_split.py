@@ -10,6 +10,7 @@ from imascl_ray.data import (
     contamination_filter,
     normalise_text,
     select_pairs,
+    split_for_run,
     train_validation_split,
     write_corpus,
 )
@@ -196,3 +197,48 @@ def test_prepare_command_keeps_every_pair_of_the_corpus_by_default(tmp_path):
     assert main([*arguments, "--train-out", str(train_path), "--validation-out", str(validation_path)]) == 0
     assert read_corpus(validation_path).pair_counts() == {"en-fr": 4, "en-ja": 4}
     assert read_corpus(train_path).pair_counts() == {"en-fr": 8, "en-ja": 8}
+
+
+def shared_english(count: int) -> Corpus:
+    """en-fr, en-ja and en-ru rows whose English sides are the same sentences (as gettext catalogues are)."""
+    english = [f"English sentence {i}" for i in range(count)]
+    return Corpus.from_groups(
+        {
+            "en-fr": (english, [f"phrase {i}" for i in range(count)]),
+            "en-ja": (english, [f"文 {i}" for i in range(count)]),
+            "en-ru": (english, [f"фраза {i}" for i in range(count)]),
+        }
+    )
+
+
+def held_out_texts(split) -> set[str]:
+    parts = [split.validation] + ([split.test] if split.test is not None else [])
+    return {normalise_text(text) for part in parts for text in [*part.src, *part.tgt]}
+
+
+def test_a_pairs_held_out_rows_are_the_same_whatever_else_is_trained_or_scored():
+    corpus = shared_english(40)
+    alone = split_for_run(corpus, ["en-fr"], ["en-fr"], validation=5, test=3, seed=1)
+    union = split_for_run(
+        corpus, ["en-fr", "en-ja"], ["en-fr", "en-ja", "en-ru"], validation=5, test=3, seed=1
+    )
+    assert union.validation_pairs == ["en-fr", "en-ja", "en-ru"] and alone.validation_pairs == ["en-fr"]
+    assert union.validation.pair_counts() == {"en-fr": 5, "en-ja": 5, "en-ru": 5}
+    assert union.validation.groups()["en-fr"] == alone.validation.groups()["en-fr"]
+    assert union.test.groups()["en-fr"] == alone.test.groups()["en-fr"]
+    assert set(union.test.pair_counts()) == {"en-fr", "en-ja"}  # the test of what it trains
+    for name, (sources, _) in union.validation.groups().items():  # within a pair, disjoint
+        assert set(sources).isdisjoint(union.test.groups().get(name, ([], []))[0])
+    # Training never shares a sentence with any held-out row of any trained or scored pair.
+    trained = {normalise_text(t) for t in [*union.train.src, *union.train.tgt]}
+    assert trained.isdisjoint(held_out_texts(union))
+    assert set(union.train.pair_counts()) == {"en-fr", "en-ja"}
+    assert union.overlap_dropped > 0  # the English of en-ja's and en-ru's held-out rows
+
+
+def test_split_for_run_without_a_test_split_is_the_train_validation_split():
+    corpus = shared_english(30)
+    run = split_for_run(corpus, ["en-fr", "en-ja"], ["en-fr", "en-ja"], validation=4, test=0, seed=2)
+    plain = train_validation_split(select_pairs(corpus, "en-fr,en-ja"), 4, seed=2)
+    assert run.test is None
+    assert run.train == plain.train and run.validation == plain.validation

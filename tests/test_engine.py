@@ -22,7 +22,7 @@ from imascl_ray.engine.negatives import HardNegativeTexts
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
 from imascl_ray.engine.precision import grad_scaler, optimizer_step, resolve_precision
 from imascl_ray.errors import InputError
-from imascl_ray.prepare import prepare_run
+from imascl_ray.preparation import prepare_run
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from imascl_ray.config import load_config
-from imascl_ray.data import Corpus, read_corpus, write_corpus
+from imascl_ray.data import Corpus, normalise_text, read_corpus, write_corpus
 from imascl_ray.engine.guards import NonFiniteLossError
 from imascl_ray.engine.loop import SCORE, RankContext, TrainingLoop
-from imascl_ray.prepare import PreparedRun, mine_hard_negatives, prepare_run, resolve_model, split_corpus
+from imascl_ray.preparation import PreparedRun, prepare_run, resolve_model
+from imascl_ray.preparation.mining import mine_hard_negatives
+from imascl_ray.preparation.splits import split_corpus
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 
 
@@ -47,14 +49,15 @@ def config_for(assets, output: Path, *overrides: str):
 def test_splits_are_disjoint_capped_and_deterministic(assets, tmp_path):
     config = config_for(assets, tmp_path, "data.max_pairs_per_language_pair=300")
     corpus = read_corpus(assets["corpus"])
-    train, validation, test, priority = split_corpus(config, corpus)
+    split, priority = split_corpus(config, corpus)
+    train, validation, test = split.train, split.validation, split.test
     assert (len(validation), len(test)) == (100, 50)
     assert len(train) <= 300
     assert not set(train.src) & set(validation.src) and not set(train.src) & set(test.src)
     assert not set(validation.src) & set(test.src)
     assert priority[0] == "en"
-    again = split_corpus(config, corpus)
-    assert again[0] == train and again[1] == validation and again[2] == test
+    again, _ = split_corpus(config, corpus)
+    assert again.train == train and again.validation == validation and again.test == test
 
 
 def test_hard_negatives_are_the_teacher_nearest_other_targets():
@@ -132,3 +135,102 @@ def test_a_non_finite_loss_names_the_step_and_the_terms(assets, tmp_path):
         NonFiniteLossError, match=r"step 1: non-finite loss \(loss=nan, cross=nan, mono=nan\)"
     ):
         TrainingLoop(config, prepared, RankContext(), lambda m, c: None).run()
+
+
+@pytest.fixture(scope="module")
+def sweep_corpus(tmp_path_factory) -> Path:
+    """en-fr, en-ja and en-ru pairs over the same English sentences (as gettext catalogues have)."""
+    base = synthetic_parallel_corpus(160, pair_names=("en-fr", "en-ja", "en-ru"))
+    groups = base.groups()
+    english = groups["en-fr"][0]
+    corpus = Corpus.from_groups({name: (english, targets) for name, (_, targets) in groups.items()})
+    return write_corpus(corpus, tmp_path_factory.mktemp("sweep") / "corpus.parquet")
+
+
+def sweep_trial(assets, corpus: Path, output: Path, pair_set: str, *overrides: str):
+    return config_for(
+        assets,
+        output,
+        f"data.corpus={corpus}",
+        "data.languages=[en,fr,ja,ru]",
+        f"data.pair_set={pair_set}",
+        "data.validation_pairs=20",
+        "data.test_pairs=10",
+        *overrides,
+    )
+
+
+def test_trials_of_a_pair_set_sweep_are_scored_on_one_validation_set_none_trains_on(
+    assets, sweep_corpus, tmp_path
+):
+    corpus = read_corpus(sweep_corpus)
+    union = "data.validation_pair_set=en-fr+en-ja+en-ru"
+    splits = {
+        pair_set: split_corpus(sweep_trial(assets, sweep_corpus, tmp_path, pair_set, union), corpus)[0]
+        for pair_set in ("en-fr", "en-fr+en-ja", "en-xx")
+    }
+    first = splits["en-fr"]
+    assert first.validation_pairs == ["en-fr", "en-ja", "en-ru"]
+    assert first.validation.pair_counts() == {"en-fr": 20, "en-ja": 20, "en-ru": 20}
+    for split in splits.values():
+        assert split.validation_pairs == first.validation_pairs and split.validation == first.validation
+        held_out = {normalise_text(t) for t in [*split.validation.src, *split.validation.tgt]}
+        assert held_out.isdisjoint(normalise_text(t) for t in [*split.train.src, *split.train.tgt])
+    assert set(splits["en-fr"].train.pair_counts()) == {"en-fr"}
+    # Without the key a run is scored on its own pairs, on the very rows the sweep uses for them.
+    own, _ = split_corpus(sweep_trial(assets, sweep_corpus, tmp_path, "en-fr+en-ja"), corpus)
+    assert own.validation_pairs == ["en-fr", "en-ja"]
+    for name in own.validation_pairs:
+        assert own.validation.groups()[name] == first.validation.groups()[name]
+
+    prepared = prepare_run(sweep_trial(assets, sweep_corpus, tmp_path, "en-fr", union), tmp_path / "run")
+    assert prepared.validation_pairs == ["en-fr", "en-ja", "en-ru"]
+    assert PreparedRun.load(tmp_path / "run").validation_pairs == prepared.validation_pairs
+    assert read_corpus(prepared.validation) == first.validation
+
+
+def test_a_validation_pair_set_the_corpus_lacks_names_the_key(assets, sweep_corpus, tmp_path):
+    from imascl_ray.errors import InputError
+
+    config = sweep_trial(
+        assets,
+        sweep_corpus,
+        tmp_path,
+        "en-fr",
+        "data.languages=[en,fr,ja,ru,ko]",
+        "data.validation_pair_set=en-xx",
+    )
+    with pytest.raises(InputError, match=r"data.validation_pair_set: .*no en-ko pairs"):
+        split_corpus(config, read_corpus(sweep_corpus))
+
+
+def test_hard_negatives_never_repeat_the_pairs_own_text_when_few_distinct_targets_exist():
+    """Targets that differ only in case or spacing, and a target equal to another pair's source: the
+    teacher ranks them first (identical vectors here), and mining must still skip them."""
+    rows = [
+        ("Save", "OK"),
+        ("Accept", "ok"),
+        ("Confirm", " Ok "),
+        ("Cancel", "Annuler"),
+        ("Open", "Ouvrir"),
+        ("Firefox", "Firefox"),  # untranslated
+        ("Browser", "firefox"),
+        ("Close", "Fermer"),
+    ]
+    corpus = Corpus.from_pairs([("en", "fr", src, tgt) for src, tgt in rows])
+    sentences = corpus.sentences()
+    rng = np.random.default_rng(1)
+    by_text = {}
+    embeddings = np.stack(
+        [by_text.setdefault(normalise_text(s), rng.normal(size=8)) for s in sentences]
+    ).astype(np.float32)
+    negatives = mine_hard_negatives(corpus, embeddings, k=2)
+    for row, picked in enumerate(negatives):
+        own = {normalise_text(corpus.src[row]), normalise_text(corpus.tgt[row])}
+        assert row not in picked
+        assert all(normalise_text(corpus.tgt[int(other)]) not in own for other in picked), (row, picked)
+    # "OK" has 3 same-text rows among 8: only 5 other targets, too few for 6 negatives.
+    from imascl_ray.errors import InputError
+
+    with pytest.raises(InputError, match=r"loss.hard_negatives: en-fr has only \d other target\(s\)"):
+        mine_hard_negatives(corpus, embeddings, k=6)

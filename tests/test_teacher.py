@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 
 from imascl_ray.encoder import SentenceEncoder
 from imascl_ray.errors import InputError
-from imascl_ray.teacher import Teacher, TeacherCache
+from imascl_ray.teacher import Teacher, TeacherCache, embed_in_process
 from imascl_ray.testing import build_tiny_model
 
 WORDS = [
@@ -169,7 +171,8 @@ def test_a_crash_while_embedding_leaves_no_cache_behind(tmp_path, teacher, monke
     with pytest.raises(RuntimeError, match="killed"):
         TeacherCache.build(teacher, SENTENCES, tmp_path, batch_size=2, show_progress=False)
     assert calls["n"] == 2  # 43 sentences in chunks of 32: the crash came after rows were written
-    assert list(tmp_path.iterdir()) == []
+    assert not list(tmp_path.glob("teacher-*"))  # no cache under a valid name
+    assert not list(tmp_path.glob(".teacher-*.shards/0*.npy"))  # the one shard was never finished
     monkeypatch.undo()
     cache = TeacherCache.build(teacher, SENTENCES, tmp_path, batch_size=2, show_progress=False)
     assert not cache.reused
@@ -188,3 +191,63 @@ def test_lookup_rejects_out_of_range_indices(tmp_path, teacher):
     with pytest.raises(IndexError):
         cache.lookup([0, 5])
     assert cache.lookup([]).shape == (0, 32)
+
+
+def test_an_interrupted_build_resumes_from_its_finished_shards(tmp_path, teacher):
+    """43 sentences in shards of 8: a build killed after 3 shards embeds only the other 3 when rerun."""
+
+    def killed_after_three(teacher, sentences, shards, batch_size):
+        for done, item in enumerate(embed_in_process(teacher, sentences, shards, batch_size)):
+            if done == 3:
+                raise RuntimeError("killed")
+            yield item
+
+    with pytest.raises(RuntimeError, match="killed"):
+        TeacherCache.build(teacher, SENTENCES, tmp_path, shard_size=8, embedder=killed_after_three)
+    assert not list(tmp_path.glob("teacher-*"))
+    assert len(list(tmp_path.glob(".teacher-*.shards/0*.npy"))) == 3
+
+    asked = []
+
+    def recording(teacher, sentences, shards, batch_size):
+        asked.extend(shard.index for shard in shards)
+        return embed_in_process(teacher, sentences, shards, batch_size)
+
+    cache = TeacherCache.build(teacher, SENTENCES, tmp_path, shard_size=8, embedder=recording)
+    assert asked == [3, 4, 5]
+    assert [p.name for p in tmp_path.iterdir()] == [cache.directory.name]  # shards cleaned up
+    whole = TeacherCache.build(teacher, SENTENCES, tmp_path / "whole", shard_size=8, show_progress=False)
+    assert whole.fingerprint == cache.fingerprint
+    np.testing.assert_array_equal(cache.embeddings, whole.embeddings)
+    torch.testing.assert_close(cache.lookup(range(len(SENTENCES))), teacher(SENTENCES), atol=1e-6, rtol=1e-5)
+
+
+def test_the_fingerprint_covers_the_model_config_and_the_library_versions(tmp_path, tiny_dir, monkeypatch):
+    """Same weights and tokenizer, another ``layer_norm_eps`` (or torch / transformers): a new cache."""
+    base = TeacherCache.build(Teacher.from_pretrained(tiny_dir), SENTENCES, tmp_path, show_progress=False)
+    edited_dir = tmp_path / "edited-model"
+    shutil.copytree(tiny_dir, edited_dir)
+    config = json.loads((edited_dir / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-3
+    (edited_dir / "config.json").write_text(json.dumps(config))
+    edited = Teacher.from_pretrained(edited_dir)
+    assert edited.encoder.revision == Teacher.from_pretrained(tiny_dir).encoder.revision  # same weights
+    rebuilt = TeacherCache.build(edited, SENTENCES, tmp_path, show_progress=False)
+    assert not rebuilt.reused and rebuilt.fingerprint != base.fingerprint
+    torch.testing.assert_close(rebuilt.lookup(range(len(SENTENCES))), edited(SENTENCES), atol=1e-6, rtol=1e-5)
+
+    import transformers
+
+    fingerprints = {base.fingerprint, rebuilt.fingerprint}
+    for module in (torch, transformers):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "__version__", "0.0.1")
+            cache = TeacherCache.build(
+                Teacher.from_pretrained(tiny_dir), SENTENCES, tmp_path, show_progress=False
+            )
+        assert not cache.reused
+        fingerprints.add(cache.fingerprint)
+    assert len(fingerprints) == 4
+    assert TeacherCache.build(
+        Teacher.from_pretrained(tiny_dir), SENTENCES, tmp_path, show_progress=False
+    ).reused

@@ -13,7 +13,7 @@ from imascl_ray.config import load_config
 from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.errors import InputError
-from imascl_ray.prepare import build_shared_teacher_cache, prepare_run
+from imascl_ray.preparation import build_shared_teacher_cache, prepare_run
 from imascl_ray.teacher import Teacher, TeacherCache
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 
@@ -148,3 +148,22 @@ def test_two_trials_over_different_pair_sets_are_scored_on_one_validation_set_ne
     for pair_set, train in training.items():
         assert train.pair_names() == (["en-fr"] if pair_set == "en-fr" else ["en-fr", "en-ru"])
         assert not held_out & {(p.src, p.tgt) for p in train}, pair_set  # never trained on
+
+
+def test_trials_scored_on_the_union_of_the_pair_sets_find_their_sentences_in_the_shared_cache(
+    assets, tmp_path
+):
+    """A sweep builds the cache from its variants; each trial then sets data.validation_pair_set to the
+    union of the searched sets, which only takes more held-out rows out of its training set."""
+    pair_sets = ("en-fr", "en-fr+en-ru")
+    shared = build_shared_teacher_cache(
+        {pair_set: config_for(assets, tmp_path, pair_set) for pair_set in pair_sets}, tmp_path / "sweep"
+    )
+    scored = {}
+    for pair_set in pair_sets:
+        trial = config_for(assets, tmp_path, pair_set, "data.validation_pair_set=en-fr+en-ru")
+        prepared = prepare_run(trial, tmp_path / pair_set, shared_teacher=shared)
+        scored[pair_set] = (prepared.validation_pairs, read_corpus(prepared.validation))
+        assert len(np.load(prepared.teacher_rows)) == len(read_corpus(prepared.train).sentences())
+    assert scored["en-fr"][0] == scored["en-fr+en-ru"][0] == ["en-fr", "en-ru"]
+    assert scored["en-fr"][1] == scored["en-fr+en-ru"][1]

@@ -11,11 +11,13 @@ from imascl_ray.data.hub import load_hub_corpus
 from imascl_ray.data.languages import anchor_side, resolve_pair_set, resolve_priority
 from imascl_ray.data.split import (
     ContaminationReport,
+    RunSplit,
     Split,
     cap_per_pair,
     contamination_filter,
     normalise_text,
     select_pairs,
+    split_for_run,
     train_validation_split,
 )
 
@@ -25,6 +27,7 @@ __all__ = [
     "Corpus",
     "GlobalBatch",
     "Pair",
+    "RunSplit",
     "Split",
     "anchor_side",
     "cap_per_pair",
@@ -35,6 +38,7 @@ __all__ = [
     "resolve_pair_set",
     "resolve_priority",
     "select_pairs",
+    "split_for_run",
     "train_validation_split",
     "write_corpus",
 ]

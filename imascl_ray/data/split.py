@@ -2,7 +2,9 @@
 
 All sampling is deterministic from the seed, and per language pair: the generator of a pair is seeded
 by ``(seed, crc32(pair name))``, so adding or removing another pair does not change this pair's sample.
-The paper caps every pair at 25k and splits 20k train / 5k validation.
+The paper caps every pair at 25k and splits 20k train / 5k validation. :func:`split_for_run` holds out a
+pair's test and validation rows from that pair's rows alone, so the validation rows of a language pair
+are the same whatever pair set is trained (a sweep scores every trial on one validation set).
 
 Text is compared after :func:`normalise_text` (Unicode NFKC, case folding, whitespace collapsed), so
 ``"Hello  World"`` and ``"hello world"`` count as the same sentence.
@@ -96,23 +98,108 @@ def train_validation_split(
         raise InputError(f"validation: must not be negative, got {validation}")
     train_rows, validation_rows = [], []
     for name, rows in corpus.group_indices().items():
-        size = round(validation * len(rows)) if isinstance(validation, float) else int(validation)
-        if size >= len(rows):
-            raise InputError(
-                f"validation: {size} validation pairs requested for {name}, which has only "
-                f"{len(rows)} pairs (none would be left to train on)"
-            )
-        order = pair_rng(seed, name).permutation(rows)
-        validation_rows.append(np.sort(order[:size]))
-        train_rows.append(np.sort(order[size:]))
-    train = corpus.select(np.sort(np.concatenate(train_rows)) if train_rows else [])
-    held_out = corpus.select(np.sort(np.concatenate(validation_rows)) if validation_rows else [])
+        held, kept = _hold_out(rows, validation, seed, name, "validation")
+        validation_rows.append(held)
+        train_rows.append(kept)
+    train = corpus.select(_merged(train_rows))
+    held_out = corpus.select(_merged(validation_rows))
     dropped = 0
     if disjoint and len(held_out):
         before = len(train)
         train, _ = contamination_filter(train, {"validation": [*held_out.src, *held_out.tgt]})
         dropped = before - len(train)
     return Split(train, held_out, dropped)
+
+
+def _hold_out(
+    rows: np.ndarray, size: int | float, seed: int, name: str, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(held out, kept)`` row indices of one language pair: ``size`` rows (a count or a fraction) drawn
+    by the pair's own generator, by position among ``rows``; both ascending."""
+    count = round(size * len(rows)) if isinstance(size, float) else int(size)
+    if count >= len(rows):
+        raise InputError(
+            f"{what}: {count} {what} pairs requested for {name}, which has only "
+            f"{len(rows)} pairs (none would be left to train on)"
+        )
+    order = pair_rng(seed, name).permutation(rows)
+    return np.sort(order[:count]), np.sort(order[count:])
+
+
+def _merged(parts: Sequence[np.ndarray]) -> np.ndarray:
+    return np.sort(np.concatenate(parts)) if len(parts) else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class RunSplit:
+    """A run's rows: what it trains on, the validation that scores it, the test of what it trains."""
+
+    train: Corpus
+    validation: Corpus
+    """The validation rows of every scored language pair."""
+    test: Corpus | None
+    """The test rows of every trained language pair; None when no test split was asked for."""
+    validation_pairs: list[str]
+    """The scored language pairs (names as in the corpus, sorted)."""
+    overlap_dropped: int = 0
+    """Training rows dropped for sharing a sentence with a held-out row."""
+
+
+def split_for_run(
+    corpus: Corpus,
+    trained: Iterable[str],
+    scored: Iterable[str],
+    *,
+    validation: int,
+    test: int,
+    seed: int,
+) -> RunSplit:
+    """Hold out each language pair's test and validation rows, then train on what no held-out row shares.
+
+    Args:
+        corpus: rows of (at least) every language pair of ``trained`` and ``scored``, already capped.
+        trained: the language pairs the run trains on (names as in the corpus).
+        scored: the language pairs whose validation rows score the run.
+        validation, test: rows held out per language pair.
+
+    Per pair, from its own rows alone: ``test`` rows (seed ``seed + 1``), then, among the rows that
+    share no sentence with them, ``validation`` rows (seed ``seed``). So a pair's held-out rows are the
+    same whatever else is chosen. The training rows are the other rows of the trained pairs, minus
+    every row that shares a sentence (normalised) with any held-out row of any pair of either list:
+    no run trains on the validation of a pair it is scored on, or of one another run is scored on.
+    (Validation and test rows of one pair share no sentence; those of two pairs may, as gettext
+    catalogues give en-fr and en-ja the same English: neither is ever trained on.)
+    """
+    trained, scored = sorted(set(trained)), sorted(set(scored))
+    groups = corpus.group_indices()
+    rest, held_validation, held_test = {}, {}, {}
+    for name in sorted(set(trained) | set(scored)):
+        rows = groups.get(name, np.zeros(0, dtype=np.int64))
+        if test:
+            held_test[name], rows = _hold_out(rows, test, seed + 1, name, "test")
+            tested = {normalise_text(t) for i in held_test[name] for t in (corpus.src[i], corpus.tgt[i])}
+            rows = np.asarray(
+                [
+                    i
+                    for i in rows
+                    if not {normalise_text(corpus.src[i]), normalise_text(corpus.tgt[i])} & tested
+                ],
+                dtype=np.int64,
+            )
+        held_validation[name], rest[name] = _hold_out(rows, validation, seed, name, "validation")
+    train = corpus.select(_merged([rest[name] for name in trained]))
+    held = [*held_validation.values(), *held_test.values()]
+    held_out = corpus.select(_merged(held))
+    before = len(train)
+    if len(held_out):
+        train, _ = contamination_filter(train, {"held out": [*held_out.src, *held_out.tgt]})
+    return RunSplit(
+        train=train,
+        validation=corpus.select(_merged([held_validation[name] for name in scored])),
+        test=corpus.select(_merged([held_test[name] for name in trained])) if test else None,
+        validation_pairs=scored,
+        overlap_dropped=before - len(train),
+    )
 
 
 @dataclass

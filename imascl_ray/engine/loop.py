@@ -36,7 +36,7 @@ from imascl_ray.engine.guards import check_finite
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
 from imascl_ray.engine.precision import autocast, grad_scaler, optimizer_step, resolve_precision
 from imascl_ray.losses import build_loss
-from imascl_ray.prepare import PreparedRun, load_student
+from imascl_ray.preparation import PreparedRun, load_student
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ def run_quickstart(
     from imascl_ray.eval.local_suite import flatten_local
     from imascl_ray.eval.runner import evaluate_model
     from imascl_ray.eval.tracking import log_metrics
-    from imascl_ray.prepare import resolve_model
+    from imascl_ray.preparation import resolve_model
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training
 

@@ -1,7 +1,7 @@
 """The driver side of a training run: prepare, start a ``TorchTrainer``, export the best model, evaluate.
 
 ``run_training(config)`` is what ``imascl-ray train`` and each Tune trial call. It prepares the run once
-(corpus splits, teacher cache: :mod:`imascl_ray.prepare`), opens an MLflow run with the flattened config
+(corpus splits, teacher cache: :mod:`imascl_ray.preparation`), opens an MLflow run with the flattened config
 as params, starts ``num_workers`` Ray Train workers running :func:`imascl_ray.train.worker.train_worker`
 (gloo on CPU, NCCL on GPU; a failed worker group restarts from the last checkpoint), exports the best
 checkpoint by validation accuracy as a sentence-transformers folder, and evaluates it as ``eval.suite``
@@ -19,7 +19,7 @@ from typing import Any
 
 from imascl_ray.config import Config, flatten, to_dict
 from imascl_ray.engine.loop import SCORE
-from imascl_ray.prepare import PreparedRun, SharedTeacherCache, load_student, prepare_run
+from imascl_ray.preparation import PreparedRun, SharedTeacherCache, load_student, prepare_run
 from imascl_ray.tracking_uri import adopt_credentials, redact_text, without_credentials
 from imascl_ray.train import run_names
 from imascl_ray.train.metrics_sink import call_with_retries

@@ -13,7 +13,7 @@ import torch
 from imascl_ray.config import from_dict
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.logs import configure_logging, quiet_ray_train_reports
-from imascl_ray.prepare import PreparedRun
+from imascl_ray.preparation import PreparedRun
 from imascl_ray.train.metrics_sink import MetricsSink
 
 #: How long rank 0 waits at the end of training for queued metrics to reach an MLflow server that is away.

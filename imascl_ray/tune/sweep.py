@@ -5,7 +5,7 @@
 1. makes the sweep folder ``<tracking.output_dir>/sweeps/<name>-<time>/`` (a copy of the space file,
    ``sweep.json`` with what a resume needs, ``events.jsonl``; Tune's own state under ``tune/``);
 2. builds one teacher cache over the union of the training sentences of every searched data variant
-   (pair sets), shared by all trials (:func:`imascl_ray.prepare.build_shared_teacher_cache`); a pair set
+   (pair sets), shared by all trials (:func:`imascl_ray.preparation.build_shared_teacher_cache`); a pair set
    the corpus lacks fails here, before any trial;
 3. opens the MLflow parent run;
 4. runs the ``Tuner``: the function trainable :func:`imascl_ray.tune.trainable.run_trial` (one
@@ -40,7 +40,7 @@ from ray import tune
 
 from imascl_ray.config import dump_yaml
 from imascl_ray.errors import InputError
-from imascl_ray.prepare import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
+from imascl_ray.preparation import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
 from imascl_ray.tracking_uri import redact_text, without_credentials
 from imascl_ray.tune import results as tables
 from imascl_ray.tune import tracking

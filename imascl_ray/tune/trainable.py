@@ -23,7 +23,7 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from imascl_ray.prepare import SharedTeacherCache
+from imascl_ray.preparation import SharedTeacherCache
 from imascl_ray.tune.files import write_json_atomically
 from imascl_ray.tune.space import SCORE, SearchSpace
 
