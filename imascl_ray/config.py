@@ -137,12 +137,6 @@ class LossConfig:
     local: bool = False
     """Compute each worker's own rows and columns only (B x N logits instead of N x N)."""
 
-    @property
-    def label(self) -> str:
-        """Transitional, read-only, not a config key: the value the removed ``loss.label`` had, for code
-        not yet on ``name`` / ``labels`` (``prepare.py``, ``train/trainer.py``'s run names)."""
-        return {"soft": self.labels, "infonce": "hard"}.get(self.name, self.name)
-
 
 @dataclass
 class OptimConfig:

@@ -17,7 +17,7 @@ from imascl_ray.errors import InputError
 
 def wants_hard_negatives(config: Config) -> bool:
     """Whether the run's loss reads mined negatives."""
-    return config.loss.label == "hard_negatives"
+    return config.loss.name == "hard_negatives"
 
 
 def mine_hard_negatives(

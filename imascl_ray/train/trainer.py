@@ -54,8 +54,10 @@ def mlflow_uri(config: Config) -> str:
 
 
 def default_run_name(config: Config) -> str:
+    """``<loss>-<pair set>-<time>-<random suffix>``, e.g. ``priority-tms-en-xx-20261201-101500-3f9a``."""
     loss = config.loss
-    label = f"{loss.label}{'-tms' if loss.tms and loss.label != 'mse' else ''}"
+    name = loss.labels if loss.name == "soft" else loss.name
+    label = f"{name}{'-tms' if loss.tms and loss.name != 'mse' else ''}"
     return f"{label}-{config.data.pair_set}-{time.strftime('%Y%m%d-%H%M%S')}-{run_names.unique_suffix()}"
 
 
