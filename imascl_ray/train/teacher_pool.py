@@ -143,10 +143,9 @@ class RayDataEmbedder:
                 for index in map(int, np.unique(batch["shard"])):
                     shard = by_index[index]
                     mine = batch["shard"] == index
-                    block = filled.setdefault(
-                        index, np.empty((len(shard), teacher.embedding_dim), np.float32)
-                    )
-                    block[batch["row"][mine] - shard.start] = batch["embedding"][mine]
+                    if index not in filled:
+                        filled[index] = np.empty((len(shard), teacher.embedding_dim), np.float32)
+                    filled[index][batch["row"][mine] - shard.start] = batch["embedding"][mine]
                     counts[index] = counts.get(index, 0) + int(mine.sum())
                     if counts[index] == len(shard):
                         yield shard, filled.pop(index)
