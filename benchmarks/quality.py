@@ -88,6 +88,8 @@ def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
     regime = dict(REGIMES[args.regime])
     if args.quick:
         regime.update(steps=min(regime["steps"], 60), eval_every=30)
+    if args.smoke:
+        regime.update(steps=8, eval_every=4)
     if args.steps:
         regime["steps"] = args.steps
     common = [

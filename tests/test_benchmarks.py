@@ -116,3 +116,18 @@ def test_teacher_cache_smoke_actors_build_the_same_cache(tmp_path, capsys):
     assert all(value > 0 for value in result["end_to_end_sentences_per_s"].values())
     assert result["same_fingerprint"] is True and result["max_abs_difference"] <= 1e-6
     assert result["steady_2_over_1"] > 0 and "target_met" in result
+
+
+@pytest.mark.slow
+def test_quality_smoke_trains_two_arms_and_reports_soft_minus_hard(tmp_path, capsys):
+    import quality
+
+    result = quality.main(["--smoke", "--arms", "hard,soft_tms", "--work-dir", str(tmp_path)])
+    assert last_json_line(capsys)["benchmark"] == "quality"
+    assert set(result["arms"]) == {"pretrained", "hard", "soft_tms"}
+    for metrics in result["arms"].values():
+        assert {"test/acc", "ood/acc", "ood/margin_acc", "ood/structure", "test/structure"} <= set(metrics)
+        assert 0.0 <= metrics["ood/acc"] <= 100.0 and -1.0 <= metrics["ood/structure"] <= 1.0
+    assert result["arms"]["pretrained"]["test/structure"] == pytest.approx(1.0)  # its own reference
+    assert "soft_minus_hard_bitext" in result and set(result["targets_met"]) == set(result["targets"])
+    assert result["pairs"]["test"] == {"en-fr": 40}
