@@ -41,6 +41,7 @@ from ray import tune
 from imascl_ray.config import dump_yaml
 from imascl_ray.errors import InputError
 from imascl_ray.prepare import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
+from imascl_ray.train.publish import register_sweep_best
 from imascl_ray.tune import results as tables
 from imascl_ray.tune import tracking
 from imascl_ray.tune.space import SearchSpace, load_space, max_concurrent_trials, space_to_dict
@@ -386,6 +387,7 @@ def _finish(spec: TrialSpec, uri: str, records: list[tables.TrialRecord]) -> Swe
         best_config = directory / BEST_CONFIG
         dump_yaml(config, best_config)
         best_model = _export_best_model(spec, best, directory / BEST_MODEL)
+        register_sweep_best(uri, spec, best, best_model)  # a new version of the space's registered model
     counts = {
         status: sum(r.status == status for r in records)
         for status in (tables.FINISHED, tables.STOPPED, tables.FAILED)
