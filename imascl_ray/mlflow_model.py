@@ -194,14 +194,17 @@ def register_model(
     except MlflowException as error:
         if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    version = client.create_model_version(
-        name,
-        source=logged.model_uri,
-        run_id=run_id,
-        tags={key: str(value) for key, value in (tags or {}).items()},
-        description=description,
-        model_id=logged.model_id,
-    )
+    # The version's source is the logged model's own location: given ``models:/<id>``, MLflow's sqlite
+    # registry looks the model up through the global tracking URI, not this client's (so, set it too).
+    with _fluent_tracking_uri(uri):
+        version = client.create_model_version(
+            name,
+            source=client.get_logged_model(logged.model_id).artifact_location,
+            run_id=run_id,
+            tags={key: str(value) for key, value in (tags or {}).items()},
+            description=description,
+            model_id=logged.model_id,
+        )
     logger.info(
         "[mlflow] registered %s version %s (models:/%s/%s)", name, version.version, name, version.version
     )

@@ -124,6 +124,11 @@ def corpus_name(corpus: str) -> str:
     return Path(corpus).name
 
 
+def corpus_id(corpus: str) -> str:
+    """A short id of the training corpus (``model-index`` dataset type): hub id, ``gettext``, file name."""
+    return corpus.removeprefix("hub:") if corpus.startswith("hub:") else Path(corpus).name
+
+
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{float(value):.3f}"
 
@@ -143,7 +148,9 @@ def local_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def model_index(name: str, suite: str, evaluation: Mapping[str, Any] | None, dataset: str) -> list[dict]:
+def model_index(
+    name: str, suite: str, evaluation: Mapping[str, Any] | None, dataset: str, dataset_id: str
+) -> list[dict]:
     """The ``model-index`` front matter (Hugging Face's metrics format) of the run's evaluation."""
     if not evaluation:
         return []
@@ -155,7 +162,7 @@ def model_index(name: str, suite: str, evaluation: Mapping[str, Any] | None, dat
                     "task": {"type": "bitext-mining", "name": "Bitext retrieval"},
                     "dataset": {
                         "name": f"{dataset} (held-out {pair} pairs)",
-                        "type": dataset,
+                        "type": dataset_id,
                         "config": pair,
                     },
                     "metrics": [
@@ -241,7 +248,7 @@ def model_card(
     license_id = license_of(config.model.name, base_model_folder)
     if license_id:
         front["license"] = license_id
-    index = model_index(name, suite, evaluation, dataset)
+    index = model_index(name, suite, evaluation, dataset, corpus_id(config.data.corpus))
     if index:
         front["model-index"] = index
     steps = (summary or {}).get("global_step")
@@ -249,11 +256,17 @@ def model_card(
     facts = [
         f"- **Student** (starting point): `{base}`"
         + (f" (rebuilt offline as `{config.model.name}`)" if base != config.model.name else ""),
-        f"- **Teacher** (frozen, gives the soft labels): `{teacher}`",
+        f"- **Teacher** (frozen): `{teacher}`"
+        + (
+            ""
+            if loss_names(config.loss)[0] == "infonce"
+            else ", whose similarities (or embeddings) it learns"
+        ),
         f"- **Loss**: {loss_summary(config.loss)}",
         f"- **Language pairs**: `{config.data.pair_set}` over {', '.join(config.data.languages)}",
         f"- **Training data**: {dataset}, at most {config.data.max_pairs_per_language_pair:,} pairs per "
-        f"language pair, {config.data.validation_pairs:,} held out for validation",
+        f"language pair, {config.data.validation_pairs:,} (validation) and {config.data.test_pairs:,} (test) "
+        "held out per language pair",
         f"- **Steps**: {_steps(steps, config)}"
         f" with a global batch of {config.schedule.global_batch_size} pairs on "
         f"{config.scaling.num_workers} Ray Train worker(s) ({'GPU' if config.scaling.use_gpu else 'CPU'})",
