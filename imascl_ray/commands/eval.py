@@ -115,8 +115,10 @@ def execute(
     suite = "paper" if args.suite else "local"
 
     def evaluate(model: str):
+        from imascl_ray.prepare import resolve_model  # offline:multilingual-e5-small -> its folder
+
         return evaluate_model(
-            model,
+            resolve_model(model),
             suite,
             pair_files=args.pairs,
             prefix=args.prefix,
