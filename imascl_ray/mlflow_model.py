@@ -101,6 +101,7 @@ def log_training_corpus(uri: str, run_id: str, path: str | Path, name: str) -> N
 
     frame = pd.read_parquet(path)
     dataset = mlflow.data.from_pandas(frame, source=str(Path(path).resolve()), name=name)
+    # What mlflow.log_input(dataset, context="training") logs, for a run that is not the active one.
     entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
     _client(uri).log_inputs(run_id, datasets=[entry])
 
