@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,7 +101,9 @@ def log_training_corpus(uri: str, run_id: str, path: str | Path, name: str) -> N
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     frame = pd.read_parquet(path)
-    dataset = mlflow.data.from_pandas(frame, source=str(Path(path).resolve()), name=name)
+    with warnings.catch_warnings():  # MLflow 3.17 warns that its local source is registered twice, and
+        warnings.simplefilter("ignore")  # pandas about an argument MLflow's digest passes: noise for users
+        dataset = mlflow.data.from_pandas(frame, source=str(Path(path).resolve()), name=name)
     # What mlflow.log_input(dataset, context="training") logs, for a run that is not the active one.
     entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
     _client(uri).log_inputs(run_id, datasets=[entry])
