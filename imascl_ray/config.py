@@ -219,6 +219,9 @@ class TrackingConfig:
     """None: ``sqlite:///<absolute output_dir>/mlflow.db``; ``http://...`` for a tracking server."""
     experiment: str = "imascl-ray"
     """MLflow experiment."""
+    register_as: str | None = None
+    """Register the run's best model as a new version of this MLflow registered model (None: don't).
+    In a sweep, only the best trial's model is registered (``imascl-ray tune --register-as``)."""
 
 
 @dataclass

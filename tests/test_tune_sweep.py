@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 import ray
+from mlflow.tracking import MlflowClient
 
 from imascl_ray.config import flatten, load_config
 from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.encoder import SentenceEncoder
 from imascl_ray.eval.local_suite import evaluate_pair_groups, flatten_local
+from imascl_ray.mlflow_model import logged_model_of
 from imascl_ray.preparation import PreparedRun
 from imascl_ray.teacher import TeacherCache
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
@@ -207,7 +209,7 @@ def test_a_smoke_sweep_stops_a_trailing_trial_starts_the_next_and_logs_over_http
     commit = subprocess.run(
         ["git", "-C", str(SPACES.parent), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    statuses = {}
+    statuses, run_of = {}, {}
     for child in children:
         tags = as_dict(child["data"]["tags"])
         params = as_dict(child["data"]["params"])
@@ -226,10 +228,17 @@ def test_a_smoke_sweep_stops_a_trailing_trial_starts_the_next_and_logs_over_http
         statuses[trial.trial_id] = (child["info"]["status"], tags.get("imascl.stopped_early"))
         if trial.status == results.FINISHED:
             assert metrics["local/mean/acc"] == pytest.approx(trial.evaluation["local/mean/acc"])
-            files = rest(mlflow_server, "artifacts/list", run_id=child["info"]["run_id"], path="model")
-            assert "model/model.safetensors" in {f["path"] for f in files["files"]}
+            assert logged_model_of(mlflow_server, child["info"]["run_id"]) is not None  # its MLflow model
+        run_of[trial.trial_id] = child["info"]["run_id"]
     assert statuses[first.trial_id] == ("FINISHED", None)
     assert statuses[second.trial_id] == ("KILLED", "true")
+
+    # The best trial's model is version 1 of the space's registered model (default: imascl-<space name>).
+    version = MlflowClient(tracking_uri=mlflow_server).get_model_version("imascl-smoke", "1")
+    assert version.run_id == run_of[best.trial_id]
+    assert version.tags["imascl.trial_id"] == best.trial_id
+    assert version.tags["imascl.sweep"] == outcome.directory.name
+    assert float(version.tags["val/mean/acc"]) == pytest.approx(best.best, abs=1e-4)
 
 
 def test_a_sweep_whose_every_trial_fails_lists_the_errors_and_exits_1(ray_cluster, assets, tmp_path, capsys):

@@ -1,5 +1,10 @@
 """``imascl-ray eval MODEL``: the paper's benchmarks through mteb (``--suite paper``) or held-out pair files
-(``--pairs FILE ...``), printed, written as JSON / Markdown, and logged to MLflow when asked."""
+(``--pairs FILE ...``), printed, written as JSON / Markdown, and logged to MLflow when asked.
+
+With ``--baseline MODEL0`` the starting model is evaluated the same way, and a figure of both (per
+language pair, both directions, :mod:`imascl_ray.eval.figure`) is written next to the table
+(``--figure``, default: the ``--output`` or ``--markdown`` path with ``.png``) and logged to the
+MLflow run; without a baseline the figure shows MODEL alone."""
 
 from __future__ import annotations
 
@@ -7,7 +12,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+FIGURE_ARTIFACT = "figures/before_after.png"
+"""Where the figure goes among the MLflow run's artifacts."""
 
 NAME = "eval"
 HELP = (
@@ -33,7 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TEXT",
         help="text prepended to every input (default: the one the model folder records)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="MODEL0",
+        help="also evaluate this model (the starting point) and draw both in the figure",
+    )
     parser.add_argument("--output", default=None, metavar="PATH", help="write the results as JSON here")
+    parser.add_argument(
+        "--figure",
+        default=None,
+        metavar="PATH",
+        help="write the before/after PNG here (default: next to --output or --markdown, as .png)",
+    )
     parser.add_argument(
         "--markdown",
         default=None,
@@ -123,39 +144,76 @@ def execute(
         raise InputError("--markdown needs --suite paper (the local suite prints its own table)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     suite = "paper" if args.suite else "local"
-    outcome = evaluate_model(
-        args.model,
-        suite,
-        pair_files=args.pairs,
-        prefix=args.prefix,
-        k=args.margin_k,
-        batch_size=args.batch_size,
-        device=args.device,
-        tasks=tasks,
-        load_encoder=load_encoder or load_checked_encoder,
-        read_corpus=read_corpus,
-    )
+
+    def evaluate(model: str):
+        from imascl_ray.preparation import resolve_model  # offline:multilingual-e5-small -> its folder
+
+        return evaluate_model(
+            resolve_model(model),
+            suite,
+            pair_files=args.pairs,
+            prefix=args.prefix,
+            k=args.margin_k,
+            batch_size=args.batch_size,
+            device=args.device,
+            tasks=tasks,
+            load_encoder=load_encoder or load_checked_encoder,
+            read_corpus=read_corpus,
+        )
+
+    baseline = evaluate(args.baseline) if args.baseline else None
+    outcome = evaluate(args.model)
     if suite == "paper":
         print(paper_terminal(outcome.results))
         if args.markdown:
-            from pathlib import Path
-
             target = Path(args.markdown)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(paper_markdown(outcome.results), encoding="utf-8")
+            runs = [baseline.results, outcome.results] if baseline else outcome.results
+            target.write_text(paper_markdown(runs), encoding="utf-8")
             print(f"markdown: {target}")
     else:
+        if baseline is not None:
+            print(f"baseline {args.baseline}:\n{local_terminal(baseline.results)}\n\n{args.model}:")
         print(local_terminal(outcome.results))
     if args.output:
-        print(f"results: {write_json(outcome.results, args.output)}")
+        written = {"baseline": baseline.results, "model": outcome.results} if baseline else outcome.results
+        print(f"results: {write_json(written, args.output)}")
+    figure = _figure(args, outcome.results, baseline.results if baseline else None)
     if args.mlflow_run_id or args.mlflow_experiment:
+        metrics = dict(outcome.metrics)
+        if baseline is not None:
+            metrics |= {f"baseline/{key}": value for key, value in baseline.metrics.items()}
         run_id = log_metrics(
-            outcome.metrics,
+            metrics,
             run_id=args.mlflow_run_id,
             experiment=args.mlflow_experiment,
             run_name=f"eval {args.model}",
             tracking_uri=args.tracking_uri,
             tags={"imascl.eval.suite": suite, "imascl.eval.model": str(args.model)},
         )
-        print(f"mlflow: {len(outcome.metrics)} metrics logged to run {run_id}")
+        if figure is not None:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=args.tracking_uri).log_figure(run_id, figure, FIGURE_ARTIFACT)
+        print(f"mlflow: {len(metrics)} metrics logged to run {run_id}")
     return 0
+
+
+def _figure(args: argparse.Namespace, results: Any, baseline: Any) -> Any:
+    """The before/after figure (None when there is nowhere to put it or nothing to draw), written to
+    ``--figure`` or next to ``--output`` / ``--markdown``."""
+    from imascl_ray.eval.figure import before_after_figure, bitext_directions, write_figure
+
+    mlflow = bool(args.mlflow_run_id or args.mlflow_experiment)
+    table = args.output or args.markdown
+    target = Path(args.figure) if args.figure else (Path(table).with_suffix(".png") if table else None)
+    if (target is None and not mlflow) or not bitext_directions(results):
+        return None
+    labels = (
+        f"baseline ({Path(args.baseline).name})" if args.baseline else "baseline",
+        Path(args.model).name,
+    )
+    figure = before_after_figure(results, baseline, labels=labels)
+    if target is not None:
+        print(f"figure: {write_figure(figure, target)}")
+    return figure

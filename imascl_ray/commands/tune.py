@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the sweep in this folder (printed when it started) after its driver died",
     )
     parser.add_argument(
+        "--register-as",
+        metavar="NAME",
+        default=None,
+        help="registered model the best trial becomes a new version of (same as tracking.register_as=NAME; "
+        "default: the space file's tracking.register_as, else imascl-<space name>)",
+    )
+    parser.add_argument(
         "--address",
         default=None,
         help="Ray cluster to join ('auto' inside `ray job submit`); default: a local cluster of its own",
@@ -87,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
 
         space = load_sweep_space(args.resume)  # checks the folder before Ray starts
     else:
-        space = load_space(resolve_space(args.space), args.overrides, num_samples=args.num_samples)
+        overrides = [
+            *args.overrides,
+            *([f"tracking.register_as={args.register_as}"] if args.register_as else []),
+        ]
+        space = load_space(resolve_space(args.space), overrides, num_samples=args.num_samples)
     with ray_session(args.address, space.fixed, **_local_cpus(args.address, space)):
         from imascl_ray.tune.sweep import resume_sweep, run_sweep
 

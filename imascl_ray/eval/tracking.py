@@ -44,8 +44,11 @@ def log_metrics(
     client = MlflowClient(tracking_uri=tracking_uri)
     if run_id is None:
         assert experiment is not None
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        from imascl_ray.mlflow_model import experiment_id as find_experiment
+
+        # A new experiment in a local sqlite store keeps its artifacts next to the database, not in
+        # ./mlruns of the current folder.
+        experiment_id = find_experiment(client.tracking_uri, experiment)
         run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
         created = True
     else:

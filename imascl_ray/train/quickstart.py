@@ -4,6 +4,10 @@ Runs the packaged ``quickstart`` recipe: the multilingual-e5-small rebuilt from 
 student and teacher, this machine's localisation catalogues as en-fr/ja/ko/ru pairs, a short
 soft-contrastive training (Priority labels, TMS) by 2 Ray Train workers on CPU, then the pretrained and
 the trained model on the same held-out test pairs, both directions.
+
+Everything goes under the output folder: the run, the MLflow store and its artifacts (the trained model
+as an MLflow sentence-transformers model, the before/after figure), the model folder with its card
+(``model/README.md``), and the table (``results.md``), figure (``results.png``) and ``results.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from imascl_ray.train.run_names import unique_suffix
 logger = logging.getLogger(__name__)
 
 STAGES = 4
+FIGURE_ARTIFACT = "figures/before_after.png"
+"""Where the before/after figure goes among the MLflow run's artifacts."""
 
 
 def _stage(number: int, text: str) -> None:
@@ -47,9 +53,14 @@ def run_quickstart(
     out: str | Path, overrides: list[str] | None = None, address: str | None = None
 ) -> dict[str, Any]:
     """Everything the module docstring says, under ``out``; returns the results written to results.json."""
+    from mlflow.tracking import MlflowClient
+
+    from imascl_ray.eval.figure import before_after_figure, write_figure
     from imascl_ray.eval.local_suite import flatten_local
     from imascl_ray.eval.runner import evaluate_model
     from imascl_ray.eval.tracking import log_metrics
+    from imascl_ray.mlflow_model import logged_model_of, runs_view_url
+    from imascl_ray.model_card import CARD_FILE
     from imascl_ray.preparation import resolve_model
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training
@@ -79,6 +90,12 @@ def run_quickstart(
     after = outcome.evaluation or evaluate_model(str(model_dir), "local", pair_files=[test_pairs]).results
     _stage(4, "results")
     table = comparison_table(before, after)
+    figure = before_after_figure(after, before)
+    figure_path = write_figure(figure, out / "results.png")
+    client = MlflowClient(tracking_uri=outcome.mlflow_uri)
+    client.log_figure(outcome.mlflow_run_id, figure, FIGURE_ARTIFACT)
+    experiment_id = client.get_run(outcome.mlflow_run_id).info.experiment_id
+    logged = logged_model_of(outcome.mlflow_uri, outcome.mlflow_run_id)
     results = {
         "pretrained": before,
         "trained": after,
@@ -86,19 +103,26 @@ def run_quickstart(
         "model": str(model_dir),
         "mlflow_uri": outcome.mlflow_uri,
         "mlflow_run_id": outcome.mlflow_run_id,
+        "mlflow_experiment_id": experiment_id,
+        "mlflow_model_uri": logged.model_uri if logged else None,
+        "model_card": str(model_dir / CARD_FILE),
+        "figure": str(figure_path),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(results, out / "results.json")
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     print("\nHeld-out bitext retrieval accuracy (mean of both directions):\n")
     print(table)
-    print(f"\ntrained model: {model_dir}")
+    print(f"\ntrained model: {model_dir} (model card: {model_dir / CARD_FILE})")
+    print(f"MLflow model: {results['mlflow_model_uri']} (also runs:/{outcome.mlflow_run_id}/model)")
+    print(f"figure: {figure_path}")
     print(f"results: {out / 'results.json'} ({results['seconds']:.0f} s in all)")
     mlflow = Path(sys.executable).with_name("mlflow")
     print(
         f"MLflow UI: {mlflow if mlflow.exists() else 'mlflow'} ui --backend-store-uri {outcome.mlflow_uri} "
         "--host 127.0.0.1 --port 5000"
     )
+    print(f"  then open {runs_view_url(experiment_id)} (the training runs; the figure is under Artifacts)")
     print(json.dumps({"mean_before": _mean(before), "mean_after": _mean(after)}))
     return results
 

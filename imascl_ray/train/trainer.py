@@ -64,15 +64,18 @@ def default_run_name(config: Config) -> str:
 def start_mlflow_run(
     config: Config, run_name: str, *, tags: dict[str, str] | None = None, parent_run_id: str | None = None
 ) -> str:
-    """Create the run's MLflow run with the flattened config as params; returns its id."""
+    """Create the run's MLflow run with the flattened config as params; returns its id.
+
+    The experiment, if this makes it, keeps its artifacts under ``tracking.output_dir`` (a local store;
+    see :func:`imascl_ray.mlflow_model.experiment_id`)."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_uri(config))
-    experiment = client.get_experiment_by_name(config.tracking.experiment)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
-    )
+    from imascl_ray.mlflow_model import experiment_id as find_experiment
+
+    uri = mlflow_uri(config)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = find_experiment(uri, config.tracking.experiment, config.tracking.output_dir)
     run_tags = dict(tags or {})
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
@@ -85,15 +88,19 @@ def start_mlflow_run(
 
 def export_best_model(prepared: PreparedRun, config: Config, checkpoint, out: Path) -> Path:
     """Load a Ray checkpoint's weights (local or remote storage) into the student; save it as a
-    sentence-transformers folder."""
+    sentence-transformers folder with a model card (the config's facts; the run's evaluation is added
+    when it has one, :func:`publish_exported`)."""
     from safetensors.torch import load_model
 
     from imascl_ray.engine.checkpoint import MODEL_FILE
+    from imascl_ray.model_card import write_model_card
 
     student = load_student(config.model, prepared.student)
     with checkpoint.as_directory() as folder:
         load_model(student, str(Path(folder) / MODEL_FILE))
-    return student.save(out)
+    exported = student.save(out)
+    write_model_card(exported, config, base_model_folder=prepared.student)
+    return exported
 
 
 def build_trainer(
@@ -172,9 +179,11 @@ def run_training(
     run_names.remember_mlflow_run(run_dir, run_id)
     logger.info("[train] MLflow run %s in %s", run_id, uri)
     try:
+        log_training_corpus(config, prepared, uri, run_id)
         outcome = _train_export_evaluate(config, prepared, run_name, storage, run_dir, uri, run_id, callbacks)
         if evaluate and config.eval.suite != "none":
             outcome.evaluation = evaluate_exported(config, prepared, outcome.model_dir, run_id, uri)
+        publish_exported(config, prepared, outcome, register=parent_run_id is None)
     except Exception:
         _close_quietly(uri, run_id, "FAILED")
         raise
@@ -184,7 +193,7 @@ def run_training(
     # (A SystemExit is Tune stopping a trial: the sweep closes its run, tagged as stopped early.)
     try:
         call_with_retries(
-            lambda: _finish_mlflow(uri, run_id, "FINISHED", artifacts=outcome.model_dir),
+            lambda: _finish_mlflow(uri, run_id, "FINISHED"),
             what=f"closing MLflow run {run_id}",
         )
     except Exception as error:  # the model is exported: tracking must not fail the run now
@@ -281,10 +290,38 @@ def evaluate_exported(
     return outcome.results
 
 
-def _finish_mlflow(uri: str, run_id: str, status: str, artifacts: Path | None = None) -> None:
+def log_training_corpus(config: Config, prepared: PreparedRun, uri: str, run_id: str) -> None:
+    """The run's training split as its MLflow dataset input (the runs table's Dataset column)."""
+    from imascl_ray.mlflow_model import log_training_corpus as log_corpus
+    from imascl_ray.model_card import corpus_name
+
+    name = f"{corpus_name(config.data.corpus)} {config.data.pair_set} (train)"
+    log_corpus(uri, run_id, prepared.train, name[:500])
+
+
+def publish_exported(
+    config: Config, prepared: PreparedRun, outcome: TrainingOutcome, *, register: bool
+) -> None:
+    """Write the exported model's card, log it as the run's MLflow model, and register it when
+    ``tracking.register_as`` says so and ``register`` (a sweep's nested trial runs leave that to the
+    sweep): :func:`imascl_ray.train.publish.publish_run_model`."""
+    from imascl_ray.train.publish import publish_run_model
+
+    publish_run_model(
+        config,
+        outcome.model_dir,
+        uri=outcome.mlflow_uri,
+        run_id=outcome.mlflow_run_id,
+        run_name=outcome.run_dir.name,
+        evaluation=outcome.evaluation,
+        summary=outcome.worker_summary,
+        best_score=outcome.best_score,
+        base_model_folder=prepared.student,
+        register=register,
+    )
+
+
+def _finish_mlflow(uri: str, run_id: str, status: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
-    if artifacts is not None:
-        client.log_artifacts(run_id, str(artifacts), artifact_path="model")
-    client.set_terminated(run_id, status=status)
+    MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)

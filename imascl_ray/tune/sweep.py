@@ -42,6 +42,7 @@ from imascl_ray.config import dump_yaml
 from imascl_ray.errors import InputError
 from imascl_ray.preparation import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
 from imascl_ray.tracking_uri import redact_text, without_credentials
+from imascl_ray.train.publish import register_sweep_best
 from imascl_ray.tune import results as tables
 from imascl_ray.tune import tracking
 from imascl_ray.tune.files import write_json_atomically
@@ -354,6 +355,7 @@ def _finish(spec: TrialSpec, uri: str, records: list[tables.TrialRecord]) -> Swe
         best_config = directory / BEST_CONFIG
         dump_yaml(config, best_config)
         best_model = _export_best_model(spec, best, directory / BEST_MODEL)
+        register_sweep_best(uri, spec, best, best_model)  # a new version of the space's registered model
     counts = {
         status: sum(r.status == status for r in records)
         for status in (tables.FINISHED, tables.STOPPED, tables.FAILED)
