@@ -172,6 +172,15 @@ class ScalingConfig:
     """CPUs Ray reserves per worker; also the worker's torch threads."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """auto: bf16 where the GPU supports it, fp16 with a grad scaler on older GPUs, fp32 on CPU."""
+    encoding: Literal["plain", "bucketed", "cached"] = "bucketed"
+    """How a worker encodes its slice: ``bucketed`` (texts sorted by length, encoded in micro-batches
+    padded to their own longest: same loss, far less padding; use it always), ``cached`` (GradCache: the
+    bucketed micro-batches without gradient, the loss, then each re-encoded with gradient; memory of one
+    micro-batch whatever the global batch, one more forward pass; use it when the batch does not fit) or
+    ``plain`` (one batch per side padded to its longest text)."""
+    micro_batch_size: int = 16
+    """Texts per micro-batch of ``bucketed`` and ``cached`` encoding (a worker's sources, targets and hard
+    negatives are bucketed together)."""
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     """How Ray places the workers on nodes (PACK: as few nodes as possible)."""
     max_failures: int = 2
@@ -521,6 +530,7 @@ def _validate(config: Config) -> None:
         ),
         (config.scaling.num_workers >= 1, "scaling.num_workers", "must be at least 1"),
         (config.scaling.max_failures >= 0, "scaling.max_failures", "must not be negative"),
+        (config.scaling.micro_batch_size >= 1, "scaling.micro_batch_size", "must be at least 1"),
         (config.model.max_length >= 8, "model.max_length", "must be at least 8"),
         (len(config.data.languages) >= 2, "data.languages", "must name at least two languages"),
     ]

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from imascl_ray.config import Config
 from imascl_ray.distributed import distributed_loss
 from imascl_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+from imascl_ray.engine.encode import make_encoding
 from imascl_ray.engine.guards import NonFiniteLossError, check_finite
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
 from imascl_ray.engine.precision import autocast, grad_scaler, resolve_precision
@@ -250,15 +251,21 @@ class TrainingLoop:
         tgt_texts = [self.train.tgt[i] for i in local_rows]
         negative_texts = self._negative_texts(batch, local_rows)
         teacher_anchor, teacher_other = self._teacher_rows(batch)
+        encoding = make_encoding(
+            self.config.scaling.encoding,
+            self.model,
+            micro_batch_size=self.config.scaling.micro_batch_size,
+            autocast=lambda: autocast(self.precision, self.context.device),
+        )
         with autocast(self.precision, self.context.device):
-            src, tgt = self.model(src_texts), self.model(tgt_texts)
-            negatives = self.model(negative_texts) if negative_texts is not None else None
+            src, tgt, negatives = encoding.embed(src_texts, tgt_texts, negative_texts)
             loss = self._loss(src, tgt, teacher_anchor, teacher_other, negatives)
         value = self._mean_over_ranks(loss.detach())
         if not math.isfinite(value):  # every rank sees the same mean, so all stop together
             self._explain_non_finite(src, tgt, teacher_anchor, teacher_other, negatives, value)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        encoding.backward()  # GradCache: re-encodes with gradient; plain and bucketed: nothing to do
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.optim.max_grad_norm)
         self.scaler.step(self.optimizer)
