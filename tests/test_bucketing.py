@@ -173,3 +173,14 @@ def test_two_gloo_ranks_bucketed_equal_one_process_plain(tmp_path):
         expected = step(encoder, "plain", case, batch)
         for rank in range(WORLD):
             assert_same_step(per_rank[rank][index], expected, f"{case['name']} rank {rank}")
+
+
+def test_the_config_names_the_bad_key():
+    from imascl_ray.config import load_config
+    from imascl_ray.errors import InputError
+
+    assert load_config(None, []).scaling.encoding == "bucketed"  # on by default
+    with pytest.raises(InputError, match=r"scaling\.micro_batch_size must be at least 1"):
+        load_config(None, ["scaling.micro_batch_size=0"])
+    with pytest.raises(InputError, match=r"scaling\.encoding must be one of 'plain', 'bucketed', 'cached'"):
+        load_config(None, ["scaling.encoding=fast"])
