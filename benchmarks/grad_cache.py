@@ -242,7 +242,10 @@ def prepare(args: argparse.Namespace) -> tuple[list[str], str]:
 
         model = truncated_student(resolve_model("offline:multilingual-e5-small"), args.layers, work)
         data = ["data.corpus=gettext", "data.languages=[en,fr,ja,ko,ru]", "data.pair_set=en-xx"]
-        data += ["data.max_pairs_per_language_pair=1500", "data.validation_pairs=20"]
+        # Enough pairs for the largest batch (4 language pairs, mixed), no more: the teacher cache is
+        # built once per corpus, and it is the slowest part of a first run.
+        per_pair = max(args.sizes) // 4 + 150
+        data += [f"data.max_pairs_per_language_pair={per_pair}", "data.validation_pairs=20"]
         name = f"run-grad-cache-{args.layers or 'all'}-layers"
     overrides = [
         f"model.name={model}",

@@ -309,7 +309,7 @@ def large_phase(setup: Setup, args: argparse.Namespace, prefix: str) -> dict[str
         "layers": layers,
         "steps_timed": {name: len(values) for name, values in times.items()},
         "median_step_s": {name: rounded(median(values), 4) for name, values in times.items()},
-        "bucketed_over_st": rounded(paired_median(times, "soft_bucketed", "st")),
+        "bucketed_over_st": paired_ratio(times, "soft_bucketed", "st"),
         "real_token_fraction": real_token_fraction(setup, setup.large_texts),
     }
 
@@ -321,6 +321,11 @@ def paired_median(times: dict[str, list[float]], fast: str, slow: str, every: in
     fast_times = times[fast][::every] if len(times[slow]) < len(times[fast]) else times[fast]
     count = min(len(fast_times), len(times[slow]))
     return median([s / f for f, s in zip(fast_times[:count], times[slow][:count], strict=True)])
+
+
+def paired_ratio(times: dict[str, list[float]], fast: str, slow: str, every: int = 1) -> float | None:
+    """:func:`paired_median`, rounded; None when either variant did not run."""
+    return rounded(paired_median(times, fast, slow, every)) if fast in times and slow in times else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -345,6 +350,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--micro-batch", type=int, default=None, help="texts per micro-batch of (a') (default: the config's)"
     )
     parser.add_argument("--max-length", type=int, default=64, help="max_length of (a)-(c) (the quickstart's)")
+    parser.add_argument(
+        "--bucketing-only",
+        action="store_true",
+        help="time only (a), (a') and (c), then the second phase (skips (b), (d) and soft_small)",
+    )
     parser.add_argument("--unfrozen", action="store_true", help="train the word embeddings (all variants)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds of (a)-(c)")
     parser.add_argument("--authors-every", type=int, default=None, help="(d) runs every k-th round only")
@@ -386,18 +396,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.micro_batch is not None:
         scaling = replace(setup.config.scaling, micro_batch_size=args.micro_batch)
         setup.config = replace(setup.config, scaling=scaling)
-    log("building the five variants")
-    authors, authors_length = authors_step(setup)
+    log("building the variants")
     soft_loop = project_loop(setup, "priority", "plain")
     prefix = soft_loop.student.prefix  # what sentence-transformers' collator must prepend too
     variants = {
         "soft": loop_steps(soft_loop, setup.batches),
         "soft_bucketed": loop_steps(project_loop(setup, "priority", "bucketed"), setup.batches),
-        "hard": loop_steps(project_loop(setup, "hard", "plain"), setup.batches),
         "st": sentence_transformers_step(setup, prefix, setup.prepared.student, setup.texts),
-        "soft_small": loop_steps(soft_loop, setup.small_batches),
-        "authors": authors,
     }
+    authors_length = None
+    if not args.bucketing_only:
+        authors, authors_length = authors_step(setup)
+        variants["hard"] = loop_steps(project_loop(setup, "hard", "plain"), setup.batches)
+        variants["soft_small"] = loop_steps(soft_loop, setup.small_batches)
+        variants["authors"] = authors
     log(f"set up in {time.perf_counter() - started:.1f}s; timing {args.rounds} rounds")
     budget = None if args.budget_s is None else max(1.0, args.budget_s - (time.perf_counter() - started))
     times = interleaved(
@@ -416,12 +428,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # a shared machine (drifting by several times within a minute) disturbs far less than ratios of
     # medians taken over different moments (those are reported too).
     paired = {
-        "soft_over_st": paired_median(times, "soft", "st"),
-        "bucketed_over_st": paired_median(times, "soft_bucketed", "st"),
-        "bucketed_over_soft": paired_median(times, "soft_bucketed", "soft"),
-        "soft_over_hard": paired_median(times, "soft", "hard"),
-        "soft_over_authors": paired_median(times, "soft_small", "authors", args.authors_every),
+        "soft_over_st": paired_ratio(times, "soft", "st"),
+        "bucketed_over_st": paired_ratio(times, "soft_bucketed", "st"),
+        "bucketed_over_soft": paired_ratio(times, "soft_bucketed", "soft"),
+        "soft_over_hard": paired_ratio(times, "soft", "hard"),
+        "soft_over_authors": paired_ratio(times, "soft_small", "authors", args.authors_every),
     }
+
+    def of_medians(fast: str, slow: str) -> float | None:
+        present = fast in pairs_per_s and slow in pairs_per_s
+        return rounded(pairs_per_s[fast] / pairs_per_s[slow]) if present else None
+
     result: dict[str, Any] = {
         "benchmark": "train_throughput",
         "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
@@ -435,14 +452,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "steps_timed": {name: len(values) for name, values in times.items()},
         "median_step_s": {name: rounded(median(values), 4) for name, values in times.items()},
         "pairs_per_s": {name: rounded(value, 4) for name, value in pairs_per_s.items()},
-        **{key: rounded(value) for key, value in paired.items()},
+        **paired,
         "ratios_of_medians": {
-            "soft_over_st": rounded(pairs_per_s["soft"] / pairs_per_s["st"]),
-            "bucketed_over_st": rounded(pairs_per_s["soft_bucketed"] / pairs_per_s["st"]),
-            "soft_over_hard": rounded(pairs_per_s["soft"] / pairs_per_s["hard"]),
-            "soft_over_authors": rounded(pairs_per_s["soft_small"] / pairs_per_s["authors"]),
+            "soft_over_st": of_medians("soft", "st"),
+            "bucketed_over_st": of_medians("soft_bucketed", "st"),
+            "soft_over_hard": of_medians("soft", "hard"),
+            "soft_over_authors": of_medians("soft_small", "authors"),
         },
-        "soft_over_authors_at_global_batch": rounded(pairs_per_s["soft"] / pairs_per_s["authors"]),
+        "soft_over_authors_at_global_batch": of_medians("soft", "authors"),
         "micro_batch_size": setup.config.scaling.micro_batch_size,
         "real_token_fraction": real_token_fraction(setup, setup.texts),
         "large": large,
@@ -451,7 +468,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - started, 1),
         "machine": machine(),
     }
-    result["targets_met"] = {key: result[key] >= target for key, target in TARGETS.items()}
+    result["targets_met"] = {
+        key: None if result[key] is None else result[key] >= target for key, target in TARGETS.items()
+    }
     emit(result)
     return result
 
