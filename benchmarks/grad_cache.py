@@ -105,7 +105,7 @@ def _rank(rank: int, init_file: str, out_dir: str, spec: dict[str, Any]) -> None
     variants = [v for v in VARIANTS if v != "uncached" or spec["run_uncached"]]
     result: dict[str, Any] = {"rank": rank, "pairs": spec["pairs"], "peak_reset": _reset_peak()}
     figures: dict[str, dict[str, list[float]]] = {
-        v: {"seconds": [], "peak": [], "rise": []} for v in variants
+        v: {"seconds": [], "cpu_seconds": [], "peak": [], "rise": []} for v in variants
     }
     small = 8 * WORLD  # one untimed step of each variant on a small batch: first-call costs out of the way
     first = batches[0]
