@@ -62,6 +62,7 @@ def interleaved(
     repeats: Mapping[str, int] | None = None,
     budget_s: float | None = None,
     log: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Time each variant's call ``fn(i)`` (``i`` the round) interleaved; returns seconds per variant.
 
@@ -71,7 +72,8 @@ def interleaved(
     always hand the next one a process that must fault its memory back in. ``repeats[name]`` lets a
     slow variant run only every k-th round (still interleaved with the others). ``budget_s``: no new
     round starts once this many seconds have passed since the call, warm-up included (at least one
-    timed round always runs).
+    timed round always runs). ``clock``: what a call's duration is read from (``time.process_time`` for
+    the CPU time the process spent, which other processes' load disturbs far less than wall time).
     """
     repeats = dict(repeats or {})
     started = time.perf_counter()
@@ -87,9 +89,9 @@ def interleaved(
             if r % repeats.get(name, 1) != 0:
                 continue
             fn = variants[name]
-            t0 = time.perf_counter()
+            t0 = clock()
             fn(warmup + r)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
             ran.append(name)
         if log:
             log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in ran))

@@ -6,7 +6,11 @@ global batch as the project plans them), same global batch, same optimiser (Adam
 gradient clipping at 1.0), one process, fp32:
 
 * (a) ``soft``: the project's step (:meth:`imascl_ray.engine.loop.TrainingLoop.step`) with Priority labels
-  from the teacher *cache* and TMS (``lam=0.1``), inputs padded to the batch's longest text;
+  from the teacher *cache* and TMS (``lam=0.1``), inputs padded to the batch's longest text
+  (``scaling.encoding=plain``);
+* (a') ``soft_bucketed``: the same step with length-bucketed encoding (``scaling.encoding=bucketed``, the
+  default: the rank's texts sorted by token count and encoded in micro-batches of
+  ``scaling.micro_batch_size``, each padded to its own longest; the same loss over the same random batch);
 * (b) ``hard``: the same loop with hard labels (InfoNCE, both directions), no teacher;
 * (c) ``st``: sentence-transformers' ``MultipleNegativesSymmetricRankingLoss`` the way its trainer runs a
   step: its data collator tokenises the columns (``model.preprocess``, dynamic padding, same prompt and
@@ -27,7 +31,15 @@ so the like-with-like ratio is the conservative one.
 
 Variants are interleaved after a warm-up and the medians compared (the machine is shared); (d) is so slow
 that it runs only every few rounds. The last line of stdout is one JSON object with pairs/s of each and
-``soft_over_st`` (a/c), ``soft_over_hard`` (a/b), ``soft_over_authors`` (a/d).
+``soft_over_st`` (a/c), ``bucketed_over_st`` (a'/c), ``soft_over_hard`` (a/b), ``soft_over_authors``
+(a/d).
+
+A second interleaved phase times (a') and (c) at ``--large-batch`` pairs (default 256), where a random
+batch is two thirds padding: ``bucketed_over_st_at_large``. Bucketing both is not the comparison:
+sentence-transformers' trainer does not bucket (its collator pads each batch to its longest text). At
+256 pairs a plain fp32 step of the 12-layer model keeps ~13 GB of activations, more than this shared
+machine has to spare, so ``--quick`` runs that phase on the first ``--large-layers`` (2) transformer
+layers of the same model, for both variants (say so next to the figure); the full mode uses all layers.
 
     python benchmarks/train_throughput.py --quick       # < 3 minutes on 2 CPU cores
     python benchmarks/train_throughput.py               # more rounds
@@ -41,13 +53,13 @@ import itertools
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from _common import emit, interleaved, log, machine, median, rounded, set_test_environment
 
-TARGETS = {"soft_over_st": 1.0, "soft_over_hard": 0.95, "soft_over_authors": 5.0}
+TARGETS = {"soft_over_st": 1.0, "bucketed_over_st": 1.4, "soft_over_hard": 0.95, "soft_over_authors": 5.0}
 AUTHORS_MAX_LENGTH = 512
 
 
@@ -61,6 +73,8 @@ class Setup:
     texts: list[tuple[list[str], list[str], list[str]]]  # per batch: src, tgt, anchor-side texts
     small_batches: list[Any]  # the same at the authors' variant's smaller global batch
     small_texts: list[tuple[list[str], list[str], list[str]]]
+    large_batches: list[Any]  # the same at --large-batch (empty when that phase is off)
+    large_texts: list[tuple[list[str], list[str], list[str]]]
 
 
 def build_setup(args: argparse.Namespace) -> Setup:
@@ -118,33 +132,52 @@ def build_setup(args: argparse.Namespace) -> Setup:
             texts.append((src, tgt, anchors))
         return batches, texts
 
-    return Setup(config, prepared, *planned(args.global_batch), *planned(args.authors_batch))
+    large = planned(args.large_batch) if args.large_batch else ([], [])
+    return Setup(config, prepared, *planned(args.global_batch), *planned(args.authors_batch), *large)
+
+
+def truncated_student(student: str, layers: int | None, directory: Path) -> str:
+    """The student folder cut to its first ``layers`` transformer layers (None: the folder as it is)."""
+    from imascl_ray.encoder import SentenceEncoder
+
+    if layers is None:
+        return student
+    encoder = SentenceEncoder.from_pretrained(student)
+    if layers >= encoder.model.config.num_hidden_layers:
+        return student
+    encoder.model.encoder.layer = encoder.model.encoder.layer[:layers]
+    encoder.model.config.num_hidden_layers = layers
+    return str(encoder.save(directory / f"student-{layers}-layers"))
 
 
 # ---------------------------------------------------------------------------------------------- (a), (b)
-def project_step(setup: Setup, loss: str):
+def project_loop(setup: Setup, loss: str, encoding: str, student: str | None = None):
     """The project's own step: a single-rank :class:`TrainingLoop` on the prepared run."""
-    from dataclasses import replace
-
     from imascl_ray.engine.loop import RankContext, TrainingLoop
 
     config = setup.config
-    if loss != config.loss.name:
-        config = replace(config, loss=replace(config.loss, name=loss))
-    loop = TrainingLoop(config, setup.prepared, RankContext(), lambda metrics, checkpoint: None)
+    config = replace(
+        config,
+        loss=replace(config.loss, name=loss),
+        scaling=replace(config.scaling, encoding=encoding),
+    )
+    prepared = setup.prepared if student is None else replace(setup.prepared, student=student)
+    return TrainingLoop(config, prepared, RankContext(), lambda metrics, checkpoint: None)
+
+
+def loop_steps(loop, batches: list[Any]):
+    """``step(i)``: the loop's step on the i-th batch (cycling)."""
 
     def step(i: int) -> None:
-        loop.step(setup.batches[i % len(setup.batches)])
+        loop.step(batches[i % len(batches)])
 
-    def small_step(i: int) -> None:  # the same loop on the authors' variant's global batch
-        loop.step(setup.small_batches[i % len(setup.small_batches)])
-
-    step.prefix = loop.student.prefix  # what sentence-transformers' collator must prepend too
-    return step, small_step
+    return step
 
 
 # ---------------------------------------------------------------------------------------------- (c)
-def sentence_transformers_step(setup: Setup, prefix: str):
+def sentence_transformers_step(
+    setup: Setup, prefix: str, student: str, texts: list[tuple[list[str], list[str], list[str]]]
+):
     """One step of sentence-transformers' trainer with ``MultipleNegativesSymmetricRankingLoss``.
 
     As ``SentenceTransformerTrainer`` does it: its data collator (``model.preprocess`` per column, the
@@ -160,7 +193,7 @@ def sentence_transformers_step(setup: Setup, prefix: str):
     from transformers import get_linear_schedule_with_warmup
 
     config = setup.config
-    model = SentenceTransformer(setup.prepared.student, device="cpu")
+    model = SentenceTransformer(student, device="cpu")
     model.max_seq_length = config.model.max_length
     if config.model.freeze_embeddings:
         model[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
@@ -174,7 +207,7 @@ def sentence_transformers_step(setup: Setup, prefix: str):
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, config.schedule.max_steps)
 
     def step(i: int) -> None:
-        src, tgt, _ = setup.texts[i % len(setup.texts)]
+        src, tgt, _ = texts[i % len(texts)]
         inputs = collator([{"anchor": s, "positive": t} for s, t in zip(src, tgt, strict=True)])
         # The trainer's own split of the collated batch into per-column features (it reads no state).
         features, labels = SentenceTransformerTrainer.collect_features(None, inputs)
@@ -236,6 +269,51 @@ def authors_step(setup: Setup):
     return step, length
 
 
+# ---------------------------------------------------------------------------------------------- large
+def real_token_fraction(
+    setup: Setup, texts: list[tuple[list[str], list[str], list[str]]]
+) -> dict[str, float]:
+    """Real tokens over padded token positions, plain (one batch per side) and bucketed: the waste cut."""
+    import numpy as np
+
+    from imascl_ray.encoder import SentenceEncoder
+    from imascl_ray.engine.encode import length_buckets, token_counts
+
+    encoder = SentenceEncoder.from_pretrained(
+        setup.prepared.student, prefix=None, max_length=setup.config.model.max_length
+    )
+    real = plain = bucketed = 0
+    for src, tgt, _ in texts:
+        sides = [token_counts(encoder, side) for side in (src, tgt)]
+        real += sum(int(lengths.sum()) for lengths in sides)
+        plain += sum(len(lengths) * int(lengths.max()) for lengths in sides)
+        lengths = np.concatenate(sides)
+        buckets = length_buckets(lengths, setup.config.scaling.micro_batch_size)
+        bucketed += sum(len(bucket) * int(lengths[bucket].max()) for bucket in buckets)
+    return {"plain": rounded(real / plain), "bucketed": rounded(real / bucketed)}
+
+
+def large_phase(setup: Setup, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """(a') and (c) at ``--large-batch`` pairs, interleaved, on ``--large-layers`` layers of the model."""
+    student = truncated_student(setup.prepared.student, args.large_layers, Path(args.work_dir))
+    layers = "all" if student == setup.prepared.student else args.large_layers
+    log(f"second phase: {args.large_batch} pairs, {layers} layers, {args.large_rounds} rounds")
+    variants = {
+        "soft_bucketed": loop_steps(project_loop(setup, "soft", "bucketed", student), setup.large_batches),
+        "st": sentence_transformers_step(setup, prefix, student, setup.large_texts),
+    }
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    times = interleaved(variants, warmup=1, rounds=args.large_rounds, log=log, clock=clock)
+    return {
+        "global_batch": args.large_batch,
+        "layers": layers,
+        "steps_timed": {name: len(values) for name, values in times.items()},
+        "median_step_s": {name: rounded(median(values), 4) for name, values in times.items()},
+        "bucketed_over_st": paired_ratio(times, "soft_bucketed", "st"),
+        "real_token_fraction": real_token_fraction(setup, setup.large_texts),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- main
 def paired_median(times: dict[str, list[float]], fast: str, slow: str, every: int = 1) -> float:
     """Median over rounds of ``time(slow) / time(fast)`` (= pairs/s of ``fast`` over ``slow`` at equal
@@ -243,6 +321,11 @@ def paired_median(times: dict[str, list[float]], fast: str, slow: str, every: in
     fast_times = times[fast][::every] if len(times[slow]) < len(times[fast]) else times[fast]
     count = min(len(fast_times), len(times[slow]))
     return median([s / f for f, s in zip(fast_times[:count], times[slow][:count], strict=True)])
+
+
+def paired_ratio(times: dict[str, list[float]], fast: str, slow: str, every: int = 1) -> float | None:
+    """:func:`paired_median`, rounded; None when either variant did not run."""
+    return rounded(paired_median(times, fast, slow, every)) if fast in times and slow in times else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -253,7 +336,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--smoke", action="store_true", help="tiny random model and corpus (for tests)")
     parser.add_argument("--global-batch", type=int, default=None, help="pairs per step (default 32; smoke 8)")
     parser.add_argument("--authors-batch", type=int, default=None, help="global batch of (d) (default 4)")
+    parser.add_argument(
+        "--large-batch", type=int, default=None, help="global batch of the second phase (default 256; 0: off)"
+    )
+    parser.add_argument(
+        "--large-layers",
+        type=int,
+        default=None,
+        help="transformer layers in that phase (quick: 2; full: all)",
+    )
+    parser.add_argument("--large-rounds", type=int, default=None, help="timed rounds of the second phase")
+    parser.add_argument(
+        "--micro-batch", type=int, default=None, help="texts per micro-batch of (a') (default: the config's)"
+    )
     parser.add_argument("--max-length", type=int, default=64, help="max_length of (a)-(c) (the quickstart's)")
+    parser.add_argument(
+        "--bucketing-only",
+        action="store_true",
+        help="time only (a), (a') and (c), then the second phase (skips (b), (d) and soft_small)",
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time steps by the process's CPU time on 1 torch thread (a loaded shared machine)",
+    )
     parser.add_argument("--unfrozen", action="store_true", help="train the word embeddings (all variants)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds of (a)-(c)")
     parser.add_argument("--authors-every", type=int, default=None, help="(d) runs every k-th round only")
@@ -270,10 +376,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         defaults = {"global_batch": 8, "authors_batch": 4, "rounds": 2, "authors_every": 1}
+        defaults |= {"large_batch": 32, "large_layers": 1, "large_rounds": 1}
     elif args.quick:
         defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 12, "authors_every": 3, "budget_s": 140}
+        defaults |= {"large_batch": 256, "large_layers": 2, "large_rounds": 3}
     else:
         defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 30, "authors_every": 3}
+        defaults |= {"large_batch": 256, "large_rounds": 5}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -287,19 +396,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_test_environment()
     import torch
 
+    if args.cpu_time:
+        torch.set_num_threads(1)  # one thread: CPU time is the work done, no thread waits in it
+    clock = time.process_time if args.cpu_time else time.perf_counter
     started = time.perf_counter()
     setup = build_setup(args)
-    log("building the four variants")
-    authors, authors_length = authors_step(setup)
-    soft, soft_small = project_step(setup, "soft")
-    hard, _ = project_step(setup, "infonce")
+    if args.micro_batch is not None:
+        scaling = replace(setup.config.scaling, micro_batch_size=args.micro_batch)
+        setup.config = replace(setup.config, scaling=scaling)
+    log("building the variants")
+    soft_loop = project_loop(setup, "soft", "plain")
+    prefix = soft_loop.student.prefix  # what sentence-transformers' collator must prepend too
     variants = {
-        "soft": soft,
-        "hard": hard,
-        "st": sentence_transformers_step(setup, soft.prefix),
-        "soft_small": soft_small,
-        "authors": authors,
+        "soft": loop_steps(soft_loop, setup.batches),
+        "soft_bucketed": loop_steps(project_loop(setup, "soft", "bucketed"), setup.batches),
+        "st": sentence_transformers_step(setup, prefix, setup.prepared.student, setup.texts),
     }
+    authors_length = None
+    if not args.bucketing_only:
+        authors, authors_length = authors_step(setup)
+        variants["hard"] = loop_steps(project_loop(setup, "infonce", "plain"), setup.batches)
+        variants["soft_small"] = loop_steps(soft_loop, setup.small_batches)
+        variants["authors"] = authors
     log(f"set up in {time.perf_counter() - started:.1f}s; timing {args.rounds} rounds")
     budget = None if args.budget_s is None else max(1.0, args.budget_s - (time.perf_counter() - started))
     times = interleaved(
@@ -309,17 +427,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         repeats={"authors": args.authors_every},
         budget_s=budget,
         log=log,
+        clock=clock,
     )
+    del variants, soft_loop
+    large = large_phase(setup, args, prefix) if args.large_batch else None
     batch_of = {"soft_small": args.authors_batch, "authors": args.authors_batch}
     pairs_per_s = {name: batch_of.get(name, args.global_batch) / median(v) for name, v in times.items()}
     # The reported ratios: medians of per-round ratios of variants timed back to back, which the load of
     # a shared machine (drifting by several times within a minute) disturbs far less than ratios of
     # medians taken over different moments (those are reported too).
     paired = {
-        "soft_over_st": paired_median(times, "soft", "st"),
-        "soft_over_hard": paired_median(times, "soft", "hard"),
-        "soft_over_authors": paired_median(times, "soft_small", "authors", args.authors_every),
+        "soft_over_st": paired_ratio(times, "soft", "st"),
+        "bucketed_over_st": paired_ratio(times, "soft_bucketed", "st"),
+        "bucketed_over_soft": paired_ratio(times, "soft_bucketed", "soft"),
+        "soft_over_hard": paired_ratio(times, "soft", "hard"),
+        "soft_over_authors": paired_ratio(times, "soft_small", "authors", args.authors_every),
     }
+
+    def of_medians(fast: str, slow: str) -> float | None:
+        present = fast in pairs_per_s and slow in pairs_per_s
+        return rounded(pairs_per_s[fast] / pairs_per_s[slow]) if present else None
+
     result: dict[str, Any] = {
         "benchmark": "train_throughput",
         "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
@@ -330,21 +458,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "authors_max_length": authors_length,
         "frozen_word_embeddings": not args.unfrozen,
         "torch_threads": torch.get_num_threads(),
+        "clock": "process CPU time" if args.cpu_time else "wall time",
         "steps_timed": {name: len(values) for name, values in times.items()},
         "median_step_s": {name: rounded(median(values), 4) for name, values in times.items()},
         "pairs_per_s": {name: rounded(value, 4) for name, value in pairs_per_s.items()},
-        **{key: rounded(value) for key, value in paired.items()},
+        **paired,
         "ratios_of_medians": {
-            "soft_over_st": rounded(pairs_per_s["soft"] / pairs_per_s["st"]),
-            "soft_over_hard": rounded(pairs_per_s["soft"] / pairs_per_s["hard"]),
-            "soft_over_authors": rounded(pairs_per_s["soft_small"] / pairs_per_s["authors"]),
+            "soft_over_st": of_medians("soft", "st"),
+            "bucketed_over_st": of_medians("soft_bucketed", "st"),
+            "soft_over_hard": of_medians("soft", "hard"),
+            "soft_over_authors": of_medians("soft_small", "authors"),
         },
-        "soft_over_authors_at_global_batch": rounded(pairs_per_s["soft"] / pairs_per_s["authors"]),
+        "soft_over_authors_at_global_batch": of_medians("soft", "authors"),
+        "micro_batch_size": setup.config.scaling.micro_batch_size,
+        "real_token_fraction": real_token_fraction(setup, setup.texts),
+        "large": large,
+        "bucketed_over_st_at_large": large["bucketed_over_st"] if large else None,
         "targets": TARGETS,
         "wall_s": round(time.perf_counter() - started, 1),
         "machine": machine(),
     }
-    result["targets_met"] = {key: result[key] >= target for key, target in TARGETS.items()}
+    result["targets_met"] = {
+        key: None if result[key] is None else result[key] >= target for key, target in TARGETS.items()
+    }
     emit(result)
     return result
 

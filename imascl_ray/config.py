@@ -198,6 +198,15 @@ class ScalingConfig:
     """CPUs Ray reserves per worker; also the worker's torch threads."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """auto: bf16 where the GPU supports it, fp16 with a grad scaler on older GPUs, fp32 on CPU."""
+    encoding: Literal["plain", "bucketed", "cached"] = "bucketed"
+    """How a worker encodes its slice: ``bucketed`` (texts sorted by length, encoded in micro-batches
+    padded to their own longest: same loss, far less padding; use it always), ``cached`` (GradCache: the
+    bucketed micro-batches without gradient, the loss, then each re-encoded with gradient; memory of one
+    micro-batch whatever the global batch, one more forward pass; use it when the batch does not fit) or
+    ``plain`` (one batch per side padded to its longest text)."""
+    micro_batch_size: int = 16
+    """Texts per micro-batch of ``bucketed`` and ``cached`` encoding (a worker's sources, targets and hard
+    negatives are bucketed together)."""
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     """How Ray places the workers on nodes (PACK: as few nodes as possible)."""
     max_failures: int = 2
@@ -356,6 +365,7 @@ LOWER_BOUNDS: dict[str, int] = {
     "schedule.log_every": 1,
     "schedule.eval_every": 1,
     "schedule.patience": 1,
+    "scaling.micro_batch_size": 1,
     "schedule.keep_checkpoints": 1,
     "scaling.num_workers": 1,
     "scaling.max_failures": 0,

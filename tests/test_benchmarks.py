@@ -29,12 +29,18 @@ def test_train_throughput_smoke(tmp_path, capsys):
 
     result = train_throughput.main(["--smoke", "--work-dir", str(tmp_path)])
     assert last_json_line(capsys) == json.loads(json.dumps(result))
-    variants = {"soft", "hard", "st", "soft_small", "authors"}
+    variants = {"soft", "soft_bucketed", "hard", "st", "soft_small", "authors"}
     assert set(result["pairs_per_s"]) == variants and set(result["median_step_s"]) == variants
     assert all(value > 0 for value in result["pairs_per_s"].values())
     assert all(count >= 1 for count in result["steps_timed"].values())
-    for key in ("soft_over_st", "soft_over_hard", "soft_over_authors"):
+    for key in ("soft_over_st", "bucketed_over_st", "soft_over_hard", "soft_over_authors"):
         assert result[key] > 0 and key in result["targets"] and key in result["targets_met"]
+    large = result["large"]  # the second phase: bucketed vs sentence-transformers at a larger batch
+    assert large["global_batch"] == 32 and large["layers"] == 1
+    assert set(large["median_step_s"]) == {"soft_bucketed", "st"}
+    assert result["bucketed_over_st_at_large"] == large["bucketed_over_st"] > 0
+    fractions = result["real_token_fraction"]
+    assert 0 < fractions["plain"] <= fractions["bucketed"] <= 1
     assert result["authors_max_length"] == 128  # the tiny model's longest input: padded all the way
     assert result["frozen_word_embeddings"] is True
 
@@ -131,3 +137,34 @@ def test_quality_smoke_trains_two_arms_and_reports_soft_minus_hard(tmp_path, cap
     assert result["arms"]["pretrained"]["test/structure"] == pytest.approx(1.0)  # its own reference
     assert "soft_minus_hard_bitext" in result and set(result["targets_met"]) == set(result["targets"])
     assert result["pairs"]["test"] == {"en-fr": 40}
+
+
+def test_grad_cache_smoke(tmp_path, capsys):
+    import grad_cache
+
+    result = grad_cache.main(["--smoke", "--sizes", "16", "32", "--work-dir", str(tmp_path)])
+    assert last_json_line(capsys)["benchmark"] == "grad_cache"
+    assert [row["pairs"] for row in result["sizes"]] == [16, 32]
+    for row in result["sizes"]:
+        assert set(grad_cache.VARIANTS) <= set(row)
+        for variant in grad_cache.VARIANTS:
+            figures = row[variant]
+            assert figures["seconds"] > 0 and figures["peak_rss_mib"] > figures["rise_mib"] >= 0
+        assert row["cached_over_uncached"]["seconds"] > 0
+    assert set(result["cached_over_uncached_seconds"]) == {16, 32}
+    assert (
+        set(result["targets_met"])
+        == set(result["targets"])
+        == {
+            "cached_peak_growth",
+            "cached_over_uncached_seconds",
+        }
+    )
+
+
+def test_grad_cache_quick_runs_the_issue_sizes_on_a_smaller_model_and_says_so():
+    import grad_cache
+
+    args = grad_cache.parse_args(["--quick"])
+    assert args.sizes == [128, 512, 2048] and args.layers == 2 and args.uncached_max is None
+    assert grad_cache.parse_args([]).uncached_max == 512  # the full model's uncached step stops there

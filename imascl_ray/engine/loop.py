@@ -31,6 +31,7 @@ import torch.distributed as dist
 from imascl_ray.config import Config
 from imascl_ray.distributed import gather_inputs, mean_over_ranks
 from imascl_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+from imascl_ray.engine.encode import make_encoding
 from imascl_ray.engine.faults import maybe_fail
 from imascl_ray.engine.guards import check_finite
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
@@ -231,9 +232,14 @@ class TrainingLoop:
         teacher_anchor = teacher_other = None
         if self.loss.needs_teacher:
             teacher_anchor, teacher_other = self._teacher_rows(batch)
+        encoding = make_encoding(
+            self.config.scaling.encoding,
+            self.model,
+            micro_batch_size=self.config.scaling.micro_batch_size,
+            autocast=lambda: autocast(self.precision, self.context.device),
+        )
         with autocast(self.precision, self.context.device):
-            src, tgt = self.model(src_texts), self.model(tgt_texts)
-            negatives = self.model(negative_texts) if negative_texts is not None else None
+            src, tgt, negatives = encoding.embed(src_texts, tgt_texts, negative_texts)
             inputs = gather_inputs(src, tgt, teacher_anchor, teacher_other, negatives)
             output = self.loss(inputs)
         # Global values, the same on every rank: a non-finite loss stops all ranks together.
@@ -246,6 +252,7 @@ class TrainingLoop:
             check_finite(global_step + 1, {name: averaged[f"train/{name}"] for name in parts})
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(output.value).backward()
+        encoding.backward()  # GradCache: re-encodes with gradient; plain and bucketed: nothing to do
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.optim.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]

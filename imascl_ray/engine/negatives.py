@@ -1,6 +1,6 @@
 """The texts of a rank's hard negatives: mined neighbours, never a text of the batch they join.
 
-Mining (:mod:`imascl_ray.prepare`) gives every training pair the rows of its language pair whose
+Mining (:mod:`imascl_ray.preparation.mining`) gives every training pair the rows of its language pair whose
 targets the teacher finds closest to its own. A negative joins every row's softmax of the global batch
 with label 0, so a negative whose text is any sentence of the batch (a translation there, or the same
 words) would push a positive away. The check is by normalised text (as the batch plan compares
