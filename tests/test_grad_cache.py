@@ -173,7 +173,7 @@ def _loop_step(config, prepared, encoding: str) -> tuple[float, list]:
 
     config = replace(config, scaling=replace(config.scaling, encoding=encoding))
     loop = TrainingLoop(config, prepared, RankContext(), lambda metrics, checkpoint: None)
-    metrics = loop.step(next(iter(loop.plan.batches(0, 0))))
+    metrics, _, _ = loop.step(next(iter(loop.plan.batches(0, 0))))
     return metrics["train/loss"], [p.grad.clone() for p in loop.student.parameters() if p.requires_grad]
 
 
