@@ -83,7 +83,11 @@ def test_eval_with_a_baseline_writes_the_figure_next_to_the_table_and_logs_it(tm
     code = eval_command.execute(args, load_encoder=TwoModels(), read_corpus=lambda _: FakeCorpus(GROUPS))
     assert code == 0
     written = json.loads((tmp_path / "out" / "scores.json").read_text())
-    assert set(written) == {"baseline", "model"}
+    assert set(written) == {"baseline", "model", "monolingual_structure"}
+    structure = written[
+        "monolingual_structure"
+    ]  # the model's within-language geometry against the baseline's
+    assert {"en", "fr", "mean"} <= set(structure) and all(-1 <= v <= 1 for v in structure.values())
     assert written["model"]["en-fr"]["accuracy"] > written["baseline"]["en-fr"]["accuracy"]
     assert (tmp_path / "out" / "scores.png").read_bytes().startswith(PNG_SIGNATURE)
     client = MlflowClient(tracking_uri=uri)
@@ -91,6 +95,7 @@ def test_eval_with_a_baseline_writes_the_figure_next_to_the_table_and_logs_it(tm
     assert run.data.metrics["baseline/local/en-fr/acc"] == pytest.approx(
         written["baseline"]["en-fr"]["accuracy"]
     )
+    assert run.data.metrics["local/structure/mean"] == pytest.approx(structure["mean"])
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
         eval_command.FIGURE_ARTIFACT
     ]

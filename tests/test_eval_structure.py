@@ -100,3 +100,10 @@ def test_local_suite_logs_structure_only_when_given_a_reference():
     assert set(with_reference.structure) == {"en", "fr", "ja", "mean"}
     assert with_reference.metrics["local/structure/fr"] == with_reference.structure["fr"]
     assert with_reference.results == plain.results  # the bitext numbers do not change
+
+
+def test_the_table_foot_names_each_language_and_the_mean():
+    from imascl_ray.eval.structure import describe_structure
+
+    line = describe_structure({"en": 0.9812, "fr": 0.95, "mean": 0.9656}, "trained vs pretrained")
+    assert "trained vs pretrained" in line and "en 0.981, fr 0.950; mean 0.966" in line

@@ -65,6 +65,9 @@ def test_quickstart_writes_model_results_and_mlflow_metrics(tmp_path, capsys, mo
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
     assert {"pretrained/en-fr/acc", "local/en-fr/acc", "val/mean/acc"} <= set(run.data.metrics)
+    # The monolingual structure the trained model kept against the pretrained one: logged and printed.
+    assert run.data.metrics["local/structure/mean"] == pytest.approx(saved["monolingual_structure"]["mean"])
+    assert "Monolingual structure kept" in output
     assert f"#/experiments/{run.info.experiment_id}/runs" in output  # the UI link opens the runs list
 
     # The model card names the run's real loss, pairs and scores.

@@ -145,7 +145,7 @@ def execute(
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     suite = "paper" if args.suite else "local"
 
-    def evaluate(model: str):
+    def evaluate(model: str, reference: str | None = None):
         from imascl_ray.preparation import resolve_model  # offline:multilingual-e5-small -> its folder
 
         return evaluate_model(
@@ -159,10 +159,12 @@ def execute(
             tasks=tasks,
             load_encoder=load_encoder or load_checked_encoder,
             read_corpus=read_corpus,
+            reference=resolve_model(reference) if reference else None,
         )
 
     baseline = evaluate(args.baseline) if args.baseline else None
-    outcome = evaluate(args.model)
+    # With a baseline, the local suite also says how much of its monolingual structure the model kept.
+    outcome = evaluate(args.model, args.baseline if suite == "local" else None)
     if suite == "paper":
         print(paper_terminal(outcome.results))
         if args.markdown:
@@ -175,8 +177,14 @@ def execute(
         if baseline is not None:
             print(f"baseline {args.baseline}:\n{local_terminal(baseline.results)}\n\n{args.model}:")
         print(local_terminal(outcome.results))
+        if outcome.structure:
+            from imascl_ray.eval.structure import describe_structure
+
+            print(describe_structure(outcome.structure, "model vs baseline"))
     if args.output:
         written = {"baseline": baseline.results, "model": outcome.results} if baseline else outcome.results
+        if outcome.structure:
+            written["monolingual_structure"] = outcome.structure
         print(f"results: {write_json(written, args.output)}")
     figure = _figure(args, outcome.results, baseline.results if baseline else None)
     if args.mlflow_run_id or args.mlflow_experiment:

@@ -104,3 +104,13 @@ def reference_embeddings(
 def flatten_structure(results: Mapping[str, float], namespace: str = "local") -> dict[str, float]:
     """MLflow-ready: ``{namespace}/structure/{language}`` and ``{namespace}/structure/mean``."""
     return {f"{namespace}/structure/{language}": float(value) for language, value in results.items()}
+
+
+def describe_structure(structure: Mapping[str, float], compared: str) -> str:
+    """One line for a table's foot: the structure kept per language and on average (``compared`` says
+    which two models, e.g. ``"trained vs pretrained"``)."""
+    languages = ", ".join(f"{lang} {value:.3f}" for lang, value in structure.items() if lang != "mean")
+    return (
+        f"Monolingual structure kept (Spearman of within-language cosines, {compared}; 1 = unchanged): "
+        f"{languages}; mean {structure['mean']:.3f}"
+    )

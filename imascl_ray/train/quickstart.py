@@ -58,6 +58,7 @@ def run_quickstart(
     from imascl_ray.eval.figure import before_after_figure, write_figure
     from imascl_ray.eval.local_suite import flatten_local
     from imascl_ray.eval.runner import evaluate_model
+    from imascl_ray.eval.structure import describe_structure
     from imascl_ray.eval.tracking import log_metrics
     from imascl_ray.mlflow_model import logged_model_of, runs_view_url
     from imascl_ray.model_card import CARD_FILE
@@ -107,12 +108,17 @@ def run_quickstart(
         "mlflow_model_uri": logged.model_uri if logged else None,
         "model_card": str(model_dir / CARD_FILE),
         "figure": str(figure_path),
+        "monolingual_structure": outcome.structure,
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(results, out / "results.json")
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    structure = describe_structure(outcome.structure, "trained vs pretrained") if outcome.structure else ""
+    structure = f"\n{structure}\n" if structure else ""
+    (out / "results.md").write_text(table + "\n" + structure, encoding="utf-8")
     print("\nHeld-out bitext retrieval accuracy (mean of both directions):\n")
     print(table)
+    if outcome.structure:
+        print(f"\n{describe_structure(outcome.structure, 'trained vs pretrained')}")
     print(f"\ntrained model: {model_dir} (model card: {model_dir / CARD_FILE})")
     print(f"MLflow model: {results['mlflow_model_uri']} (also runs:/{outcome.mlflow_run_id}/model)")
     print(f"figure: {figure_path}")

@@ -40,6 +40,8 @@ class TrainingOutcome:
     worker_summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     """What rank 0's loop returned: steps, best score, seconds, the node of every rank."""
     evaluation: dict[str, Any] | None = None
+    structure: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Local suite: the monolingual structure kept against the pretrained student, per language."""
 
 
 def mlflow_uri(config: Config) -> str:
@@ -182,7 +184,8 @@ def run_training(
         log_training_corpus(config, prepared, uri, run_id)
         outcome = _train_export_evaluate(config, prepared, run_name, storage, run_dir, uri, run_id, callbacks)
         if evaluate and config.eval.suite != "none":
-            outcome.evaluation = evaluate_exported(config, prepared, outcome.model_dir, run_id, uri)
+            evaluation = evaluate_exported(config, prepared, outcome.model_dir, run_id, uri)
+            outcome.evaluation, outcome.structure = evaluation.results, evaluation.structure
         publish_exported(config, prepared, outcome, register=parent_run_id is None)
     except Exception:
         _close_quietly(uri, run_id, "FAILED")
@@ -273,21 +276,22 @@ def _best_checkpoint(result) -> tuple[Any, float]:
     return checkpoint, float(score)
 
 
-def evaluate_exported(
-    config: Config, prepared: PreparedRun, model_dir: Path, run_id: str | None, uri: str
-) -> dict[str, Any]:
-    """The config's evaluation suite on the exported model, logged into the training run."""
-    from imascl_ray.eval.runner import evaluate_model
+def evaluate_exported(config: Config, prepared: PreparedRun, model_dir: Path, run_id: str | None, uri: str):
+    """The config's evaluation suite on the exported model, logged into the training run; returns its
+    :class:`~imascl_ray.eval.runner.EvalOutcome`. The local suite also measures the monolingual
+    structure the model kept against the pretrained student (``local/structure/<lang>``)."""
+    from imascl_ray.eval.runner import EvalOutcome, evaluate_model
     from imascl_ray.eval.tracking import log_metrics
 
     pair_files = list(config.eval.pairs) or ([prepared.test] if prepared.test else [])
     if config.eval.suite == "local" and not pair_files:
         logger.warning("[eval] no test pairs (data.test_pairs = 0, eval.pairs empty): skipping evaluation")
-        return {}
-    outcome = evaluate_model(str(model_dir), config.eval.suite, pair_files=pair_files)
+        return EvalOutcome("local", {})
+    reference = prepared.student if config.eval.suite == "local" else None
+    outcome = evaluate_model(str(model_dir), config.eval.suite, pair_files=pair_files, reference=reference)
     if run_id is not None:
         log_metrics(outcome.metrics, run_id=run_id, tracking_uri=uri)
-    return outcome.results
+    return outcome
 
 
 def log_training_corpus(config: Config, prepared: PreparedRun, uri: str, run_id: str) -> None:
