@@ -24,7 +24,33 @@ if str(REPO_ROOT) not in sys.path:  # ``python benchmarks/x.py`` from the repo r
 
 from imascl_ray.testing import set_test_environment  # noqa: E402  (after the path); the tests' settings
 
-__all__ = ["emit", "interleaved", "log", "machine", "median", "rounded", "set_test_environment"]
+__all__ = [
+    "add_work_dir",
+    "emit",
+    "fill_defaults",
+    "interleaved",
+    "log",
+    "machine",
+    "median",
+    "rounded",
+    "set_test_environment",
+]
+
+WORK_DIR = Path.home() / ".cache" / "imascl-ray" / "benchmarks"
+"""Where the benchmarks keep what later runs reuse (prepared data, corpus and teacher caches)."""
+
+
+def add_work_dir(parser: Any, what: str = "prepared data and teacher cache") -> None:
+    """The ``--work-dir`` option every benchmark has (default :data:`WORK_DIR`)."""
+    parser.add_argument("--work-dir", default=str(WORK_DIR), help=f"{what} (reused by later runs)")
+
+
+def fill_defaults(args: Any, defaults: Mapping[str, Any]) -> Any:
+    """Set each option the user left out (``None``) to the mode's default; returns ``args``."""
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def machine() -> dict[str, Any]:

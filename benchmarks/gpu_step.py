@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, log, machine, median, rounded, set_test_environment
+from _common import emit, fill_defaults, log, machine, median, rounded, set_test_environment
 
 PEAK_BF16_TFLOPS = {  # dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets
     "H200": 989.4,
@@ -184,9 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "steps": 2 if smoke else 8 if args.quick else 20,
         "precision": "fp32" if smoke else "bf16",
     }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults)
     if smoke:
         args.warmup = 1
     return args

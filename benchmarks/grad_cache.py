@@ -46,7 +46,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import emit, log, machine, median, rounded, set_test_environment
+from _common import add_work_dir, emit, fill_defaults, log, machine, median, rounded, set_test_environment
 from gather_memory import _ranks_return_freed_memory, _rss_kib
 
 WORLD = 2
@@ -298,11 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--uncached-max", type=int, default=None, help="largest batch the uncached step runs at (full: 512)"
     )
-    parser.add_argument(
-        "--work-dir",
-        default=str(Path.home() / ".cache" / "imascl-ray" / "benchmarks"),
-        help="prepared data and teacher cache (reused by later runs)",
-    )
+    add_work_dir(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         defaults = {"sizes": [16, 64], "layers": None, "rounds": 1, "warmup": 0, "uncached_max": None}
@@ -311,9 +307,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         defaults = {"sizes": [128, 512, 2048], "layers": 2, "rounds": 1, "warmup": 0, "uncached_max": None}
     else:
         defaults = {"sizes": [128, 512, 2048], "layers": None, "rounds": 3, "warmup": 1, "uncached_max": 512}
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults)
     if any(size % WORLD for size in args.sizes):
         parser.error(f"--sizes must be multiples of {WORLD}")
     args.sizes = sorted(args.sizes)

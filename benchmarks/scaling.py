@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, log, machine, median, rounded, set_test_environment
+from _common import add_work_dir, emit, fill_defaults, log, machine, median, rounded, set_test_environment
 
 
 def build_config(args: argparse.Namespace, work: Path):
@@ -148,11 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--global-batch", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="steps per run")
     parser.add_argument("--repeats", type=int, default=None, help="runs per worker count, interleaved")
-    parser.add_argument(
-        "--work-dir",
-        default=str(Path.home() / ".cache" / "imascl-ray" / "benchmarks"),
-        help="prepared data and teacher cache (reused by later runs)",
-    )
+    add_work_dir(parser)
     args = parser.parse_args(argv)
     defaults = (
         {"global_batch": 8, "steps": 4, "repeats": 1}
@@ -161,9 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.quick
         else {"global_batch": 32, "steps": 16, "repeats": 2}
     )
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults)
     args.log_every = max(1, args.steps // 2)  # the last window leaves the first half of the steps out
     return args
 

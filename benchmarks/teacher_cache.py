@@ -30,7 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, interleaved, log, machine, median, rounded, set_test_environment
+from _common import (
+    add_work_dir,
+    emit,
+    fill_defaults,
+    interleaved,
+    log,
+    machine,
+    median,
+    rounded,
+    set_test_environment,
+)
 
 VARIANTS = {"in_process": 0, "actors_1": 1, "actors_2": 2}
 TARGET = 1.6
@@ -88,11 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=None)
     parser.add_argument("--shard-size", type=int, default=None, help="sentences per shard")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument(
-        "--work-dir",
-        default=str(Path.home() / ".cache" / "imascl-ray" / "benchmarks"),
-        help="the gettext corpus cache (reused by later runs)",
-    )
+    add_work_dir(parser, "the gettext corpus cache")
     args = parser.parse_args(argv)
     defaults = (
         {"sentences": 96, "shard_size": 16, "rounds": 1}
@@ -101,9 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.quick
         else {"sentences": 2048, "shard_size": 128, "rounds": 2}
     )
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults)
     return args
 
 

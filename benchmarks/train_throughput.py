@@ -57,7 +57,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from _common import emit, interleaved, log, machine, median, rounded, set_test_environment
+from _common import (
+    add_work_dir,
+    emit,
+    fill_defaults,
+    interleaved,
+    log,
+    machine,
+    median,
+    rounded,
+    set_test_environment,
+)
 
 TARGETS = {"soft_over_st": 1.0, "bucketed_over_st": 1.4, "soft_over_hard": 0.95, "soft_over_authors": 5.0}
 AUTHORS_MAX_LENGTH = 512
@@ -368,11 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--pairs-per-language", type=int, default=300)
     parser.add_argument("--distinct-batches", type=int, default=8)
-    parser.add_argument(
-        "--work-dir",
-        default=str(Path.home() / ".cache" / "imascl-ray" / "benchmarks"),
-        help="prepared data and teacher cache (reused by later runs)",
-    )
+    add_work_dir(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         defaults = {"global_batch": 8, "authors_batch": 4, "rounds": 2, "authors_every": 1}
@@ -383,9 +389,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     else:
         defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 30, "authors_every": 3}
         defaults |= {"large_batch": 256, "large_rounds": 5}
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults)
     if args.smoke:
         args.max_length = min(args.max_length, 32)
     return args
