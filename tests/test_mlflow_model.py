@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
-from test_tune_sweep import free_port, mlflow_server  # noqa: F401 (the server fixture, reused)
+from test_tune_sweep import mlflow_server  # noqa: F401 (the server fixture, reused)
 
 from imascl_ray.data import write_corpus
 from imascl_ray.encoder import SentenceEncoder
