@@ -91,11 +91,9 @@ def test_card_states_the_runs_loss_pairs_scale_and_scores():
         assert fact in card, fact
 
 
-def test_loss_names_read_the_new_keys_and_map_the_old_ones():
+def test_loss_names_read_the_config_keys():
     assert loss_names(SimpleNamespace(name="infonce", labels="priority")) == ("infonce", None)
     assert loss_names(SimpleNamespace(name="soft", labels="average")) == ("soft", "average")
-    assert loss_names(SimpleNamespace(label="hard")) == ("infonce", None)
-    assert loss_names(SimpleNamespace(label="average")) == ("soft", "average")
     mse = SimpleNamespace(
         name="mse", labels="priority", tau=0.1, teacher_tau=None, tms=True, lam=0.1, margin=0.0
     )
