@@ -179,7 +179,7 @@ def test_a_training_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
         f"model: {{name: '{model}', max_length: 32}}\n"
         "teacher: {max_length: 32}\n"
         f"data: {{corpus: '{corpus}', languages: [en, fr], pair_set: en-fr, validation_pairs: 50}}\n"
-        "loss: {label: priority, tms: true}\n"
+        "loss: {name: soft, labels: priority, tms: true}\n"
         "schedule: {global_batch_size: 16, max_steps: 4, eval_every: 2, log_every: 2}\n"
         "scaling: {num_workers: 2}\n"
         "eval: {suite: none}\n"

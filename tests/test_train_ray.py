@@ -77,7 +77,7 @@ def test_training_lowers_the_loss_and_raises_validation_accuracy(ray_cluster, as
         "loss.teacher_tau=0.01",
         "loss.tms=true",
         "optim.lr=1e-3",
-        "schedule.max_steps=60",
+        "schedule.max_steps=90",
         "schedule.log_every=10",
         "schedule.eval_every=30",
     )
