@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import ray
-from ray.cluster_utils import Cluster
+from ray_nodes import two_raylets
 
 from imascl_ray.config import load_config
 from imascl_ray.data import write_corpus
@@ -16,12 +15,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def two_node_cluster():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, logging_level="ERROR")
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with two_raylets(cpus_per_node=1) as cluster:
+        yield cluster
 
 
 def test_one_worker_per_node_matches_a_single_worker(two_node_cluster, tmp_path):

@@ -6,9 +6,8 @@ never train on any of them; each trial's two workers run on different nodes.
 from __future__ import annotations
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
-from ray.cluster_utils import Cluster
+from ray_nodes import two_raylets
 
 from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.preparation import PreparedRun
@@ -23,12 +22,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def two_node_cluster():
     # 2 CPUs a node: a trial's own process and one worker on the head, the other worker on the second.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address, logging_level="ERROR")
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with two_raylets(cpus_per_node=2) as cluster:
+        yield cluster
 
 
 def test_a_pair_set_sweep_on_two_nodes_scores_every_trial_on_one_validation_set(two_node_cluster, tmp_path):
