@@ -182,7 +182,7 @@ def run_training(
     logger.info("[train] MLflow run %s in %s", run_id, uri)
     try:
         log_training_corpus(config, prepared, uri, run_id)
-        outcome = _train_export_evaluate(config, prepared, run_name, storage, run_dir, uri, run_id, callbacks)
+        outcome = _train_and_export(config, prepared, run_name, storage, run_dir, uri, run_id, callbacks)
         if evaluate and config.eval.suite != "none":
             evaluation = evaluate_exported(config, prepared, outcome.model_dir, run_id, uri)
             outcome.evaluation, outcome.structure = evaluation.results, evaluation.structure
@@ -206,7 +206,7 @@ def run_training(
     return outcome
 
 
-def _train_export_evaluate(
+def _train_and_export(
     config: Config,
     prepared: PreparedRun,
     run_name: str,
