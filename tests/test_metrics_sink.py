@@ -91,6 +91,37 @@ def test_a_full_queue_drops_its_oldest_values(store):
     assert sink.dropped == 3
 
 
+class StallingClient(FlakyClient):
+    """Its first ``log_batch`` waits until ``release`` is set, then fails: a batch held in flight."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def log_batch(self, run_id, metrics):
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+            raise MlflowException("API request failed: Connection refused")
+        super().log_batch(run_id, metrics)
+
+
+def test_a_failed_batch_put_back_into_a_full_queue_drops_its_oldest_values_not_the_newest(store):
+    # CI found it: a batch that failed was put back with ``extendleft`` into a full bounded deque,
+    # which silently drops from the other end, the newest values.
+    uri, run_id = store
+    client = StallingClient(uri)
+    sink = MetricsSink(run_id, uri, client=client, max_buffered=5, first_backoff_s=0.01, max_backoff_s=0.01)
+    sink.log({"a": 0.0}, step=0)
+    assert client.entered.wait(10)  # step 0 is in flight
+    for step in range(1, 8):
+        sink.log({"a": float(step)}, step=step)
+    client.release.set()
+    sink.close(timeout_s=10)
+    assert [step for step, _ in history(uri, run_id, "a")] == [3, 4, 5, 6, 7]
+    assert sink.dropped == 3 and sink.sent == 5
+
+
 def test_call_with_retries_retries_until_success_and_gives_up_after_its_time():
     outcomes = iter([OSError("locked"), OSError("locked"), "done"])
 

@@ -145,7 +145,7 @@ class MetricsSink:
                     self._in_flight = 0
                     if self._given_up:  # close() has counted this batch as dropped
                         return
-                    self._pending.extendleft(reversed(batch))
+                    self._put_back(batch)
                     self._note_failure(error)
                     self._condition.wait(backoff)  # close() wakes it up for one more try at once
                 backoff = min(self.max_backoff_s, backoff * 2)
@@ -161,6 +161,18 @@ class MetricsSink:
                     )
                     self._away_since = None
             backoff = self.first_backoff_s
+
+    def _put_back(self, batch: list) -> None:
+        """Return a failed ``batch`` to the front of the queue, keeping the newest values if it is full.
+
+        Values logged while the batch was in flight may have filled the queue; a bounded deque's
+        ``extendleft`` would then push the newest values out of the other end, so the batch's oldest
+        values are the ones dropped here.
+        """
+        room = self._pending.maxlen - len(self._pending)
+        kept = batch[max(0, len(batch) - room) :]
+        self.dropped += len(batch) - len(kept)
+        self._pending.extendleft(reversed(kept))
 
     def _note_failure(self, error: Exception) -> None:
         self.failures += 1
