@@ -115,8 +115,8 @@ def _rank(rank: int, init_file: str, out_dir: str, spec: dict[str, Any]) -> None
         )
     rounds = spec["warmup"] + spec["rounds"]
     for r in range(rounds):
+        batch = batches[r % len(batches)]  # every variant steps on the same batch: the same lengths
         for name in variants[r % len(variants) :] + variants[: r % len(variants)]:
-            batch = batches[(r * len(variants) + variants.index(name)) % len(batches)]
             gc.collect()
             dist.barrier()
             before = _rss_kib()
@@ -133,6 +133,10 @@ def _rank(rank: int, init_file: str, out_dir: str, spec: dict[str, Any]) -> None
                 figures[name]["cpu_seconds"].append(float(cpu))
                 figures[name]["peak"].append(peak / 1024)
                 figures[name]["rise"].append(max(0, peak - before) / 1024)
+    if spec["profile"]:
+        for name in ("cached", "uncached"):
+            if name in variants:
+                result[f"{name}_phases_ms"] = _profiled_phases(steps[name], batches[0])
     for name, values in figures.items():
         result[name] = {
             "seconds": median(values["seconds"]),
@@ -144,6 +148,26 @@ def _rank(rank: int, init_file: str, out_dir: str, spec: dict[str, Any]) -> None
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
     dist.destroy_process_group()
+
+
+PHASES = ("imascl/embed", "imascl/loss", "imascl/backward", "imascl/re-encode", "imascl/optimizer")
+"""The ``torch.profiler`` ranges of :meth:`TrainingLoop.step`."""
+
+
+def _profiled_phases(step, batch) -> dict[str, float]:
+    """One more step under ``torch.profiler`` (after the timed ones: the profiler slows it): the wall
+    milliseconds of each phase range of the step, and the whole step's."""
+    import torch.distributed as dist
+    from torch.profiler import ProfilerActivity, profile
+
+    dist.barrier()
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        step(batch)
+    total_ms = 1000 * (time.perf_counter() - started)
+    phases = {event.key: event.cpu_time_total / 1000 for event in profiler.key_averages()}
+    by_phase = {name.split("/")[1]: rounded(phases.get(name, 0.0), 1) for name in PHASES}
+    return {**by_phase, "step": rounded(total_ms, 1)}
 
 
 def _sentence_transformers_step(loop, student: str, micro_batch: int):
@@ -218,6 +242,9 @@ def summarise(ranks: list[dict[str, Any]]) -> dict[str, Any]:
             key: rounded(max(r[name][key] for r in ranks), 4)
             for key in ("seconds", "cpu_seconds", "peak_rss_mib", "rise_mib")
         }
+    for name in ("cached", "uncached"):
+        if f"{name}_phases_ms" in ranks[0]:
+            row[f"{name}_phases_ms"] = ranks[0][f"{name}_phases_ms"]  # rank 0's profile
     if "uncached" in row:
         row["cached_over_uncached"] = {
             key: rounded(row["cached"][key] / row["uncached"][key]) if row["uncached"][key] else None
@@ -298,6 +325,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--uncached-max", type=int, default=None, help="largest batch the uncached step runs at (full: 512)"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more step of ours per size under torch.profiler: milliseconds per phase (rank 0)",
+    )
     add_work_dir(parser)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -326,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rounds": args.rounds,
         "warmup": args.warmup,
         "uncached_max": args.uncached_max,
+        "profile": args.profile,
     }
     rows = []
     for pairs in args.sizes:

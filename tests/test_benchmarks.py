@@ -142,11 +142,17 @@ def test_quality_smoke_trains_two_arms_and_reports_soft_minus_hard(tmp_path, cap
 def test_grad_cache_smoke(tmp_path, capsys):
     import grad_cache
 
-    result = grad_cache.main(["--smoke", "--sizes", "16", "32", "--work-dir", str(tmp_path)])
+    result = grad_cache.main(["--smoke", "--sizes", "16", "32", "--profile", "--work-dir", str(tmp_path)])
     assert last_json_line(capsys)["benchmark"] == "grad_cache"
     assert [row["pairs"] for row in result["sizes"]] == [16, 32]
     for row in result["sizes"]:
         assert set(grad_cache.VARIANTS) <= set(row)
+        # the loop's profiler ranges: the cached step re-encodes after the loss, the bucketed one does not
+        cached, uncached = row["cached_phases_ms"], row["uncached_phases_ms"]
+        assert all(cached[phase] > 0 for phase in ("embed", "loss", "backward", "re-encode", "optimizer"))
+        assert (
+            uncached["embed"] > 0 and uncached["backward"] > 0 and uncached["re-encode"] < cached["re-encode"]
+        )
         for variant in grad_cache.VARIANTS:
             figures = row[variant]
             assert figures["seconds"] > 0 and figures["peak_rss_mib"] > figures["rise_mib"] >= 0

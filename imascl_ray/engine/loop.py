@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.profiler import record_function
 
 from imascl_ray.config import Config
 from imascl_ray.distributed import gather_inputs, mean_over_ranks
@@ -216,6 +217,8 @@ class TrainingLoop:
         (``train/loss``, ``train/cross``, ..., ``labels/entropy``) are averaged over the ranks.
 
         encode this rank's slice -> gather every rank's -> loss(inputs) -> backward -> optimiser step.
+        Each phase is a ``torch.profiler`` range (``imascl/embed``, ``imascl/loss``, ``imascl/backward``,
+        ``imascl/re-encode``, ``imascl/optimizer``), so a profile of a run shows where its step goes.
         ``skipped``: the fp16 grad scaler found inf/NaN gradients and skipped the update (the learning
         rate schedule then waits too). The random state (dropout) is seeded from (seed, global step,
         rank): it differs across ranks and steps, as it should, and a run resumed from any checkpoint
@@ -239,9 +242,11 @@ class TrainingLoop:
             autocast=lambda: autocast(self.precision, self.context.device),
         )
         with autocast(self.precision, self.context.device):
-            src, tgt, negatives = encoding.embed(src_texts, tgt_texts, negative_texts)
-            inputs = gather_inputs(src, tgt, teacher_anchor, teacher_other, negatives)
-            output = self.loss(inputs)
+            with record_function("imascl/embed"):
+                src, tgt, negatives = encoding.embed(src_texts, tgt_texts, negative_texts)
+            with record_function("imascl/loss"):
+                inputs = gather_inputs(src, tgt, teacher_anchor, teacher_other, negatives)
+                output = self.loss(inputs)
         # Global values, the same on every rank: a non-finite loss stops all ranks together.
         parts = {"loss": output.value, **output.terms}
         averaged = mean_over_ranks(
@@ -251,12 +256,17 @@ class TrainingLoop:
         if not math.isfinite(averaged["train/loss"]):
             check_finite(global_step + 1, {name: averaged[f"train/{name}"] for name in parts})
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(output.value).backward()
-        encoding.backward()  # GradCache: re-encodes with gradient; plain and bucketed: nothing to do
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.optim.max_grad_norm)
-        lr = self.scheduler.get_last_lr()[0]
-        stepped = optimizer_step(self.scaler, self.optimizer)
+        with record_function("imascl/backward"):
+            self.scaler.scale(output.value).backward()
+        with record_function("imascl/re-encode"):
+            encoding.backward()  # GradCache: re-encodes with gradient; plain and bucketed: nothing to do
+        with record_function("imascl/optimizer"):
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.student.parameters(), self.config.optim.max_grad_norm
+            )
+            lr = self.scheduler.get_last_lr()[0]
+            stepped = optimizer_step(self.scaler, self.optimizer)
         if stepped:
             self.scheduler.step()
         return averaged, {"train/grad_norm": float(grad_norm), "train/lr": lr}, not stepped
