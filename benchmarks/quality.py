@@ -31,11 +31,13 @@ cap of pairs per language pair: where the paper saw hard labels overfit the tran
     python benchmarks/quality.py --quick                   # 2 seeds, short regime, < 20 min target
     python benchmarks/quality.py --regime long --seeds 2   # 10 epochs over 200 pairs per language pair
     python benchmarks/quality.py --smoke                   # tiny random model, seconds (tests)
+    python benchmarks/quality.py --quick --steps 90 --sweep SWEEP_DIR   # the sweep's best soft and hard
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import sys
 import tempfile
@@ -72,15 +74,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--regime", choices=sorted(REGIMES), default="short")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 2; 3 full)")
     parser.add_argument("--steps", type=int, default=None, help="override the regime's steps")
-    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of the arms")
+    parser.add_argument(
+        "--arms",
+        default=None,
+        help="comma-separated arms (default: all; with --sweep: hard, soft_tms, sweep_soft, sweep_hard)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-dir", default=None, help="keep runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--sweep",
+        default=None,
+        help="a soft_vs_hard sweep's folder (or its trials.csv): arms sweep_soft and sweep_hard, "
+        "the best soft and the best hard trial's settings, trained again at every seed",
+    )
     args = parser.parse_args(argv)
     args.seeds = args.seeds or (1 if args.smoke else 2 if args.quick else 3)
-    unknown = set(args.arms.split(",")) - set(ARMS)
+    args.arm_overrides = dict(ARMS)
+    default_arms = list(ARMS)
+    if args.sweep:
+        try:
+            found = sweep_arms(Path(args.sweep))
+        except (OSError, ValueError) as error:
+            parser.error(f"--sweep: {error}")
+        args.arm_overrides.update(found)
+        default_arms = ["hard", "soft_tms", *found]
+    args.arms = args.arms or ",".join(default_arms)
+    unknown = set(args.arms.split(",")) - set(args.arm_overrides)
     if unknown:
-        parser.error(f"--arms: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ARMS)}")
+        choices = ", ".join(args.arm_overrides)
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))}; choose from {choices}")
     return args
+
+
+def sweep_arms(path: Path) -> dict[str, list[str]]:
+    """``{"sweep_soft": overrides, "sweep_hard": overrides}``: the searched values of the best-ranked
+    soft trial and the best-ranked hard (``infonce``) trial of a sweep's ``trials.csv``.
+
+    The CSV (:func:`imascl_ray.tune.results.write_csv`) lists the trials best first; the searched keys
+    are its columns between ``status`` and the metric's ``best ...`` column; unranked rows ("-": failed
+    or not run) are skipped.
+    """
+    csv_path = path / "trials.csv" if path.is_dir() else path
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        rows = [row for row in reader if row.get("rank", "-") != "-"]
+    if "status" not in header or not any(key.startswith("best ") for key in header):
+        raise ValueError(f"{csv_path} is not a sweep's trials.csv (no status and best columns)")
+    end = next(i for i, key in enumerate(header) if key.startswith("best "))
+    searched = header[header.index("status") + 1 : end]
+    if "loss.name" not in searched:
+        raise ValueError(f"{csv_path}: the sweep did not search loss.name (soft against infonce)")
+    arms: dict[str, list[str]] = {}
+    for arm, loss in (("sweep_soft", "soft"), ("sweep_hard", "infonce")):
+        best = next((row for row in rows if row["loss.name"] == loss), None)
+        if best is None:
+            raise ValueError(f"{csv_path}: no ranked trial with loss.name={loss}")
+        arms[arm] = [f"{key}={best[key]}" for key in searched if best[key] != ""]
+    return arms
 
 
 def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str]:
@@ -233,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with ray_session(None, base):
             for seed in range(args.seeds):
                 for arm in arms:
-                    config = load_config(recipe, [*common, *ARMS[arm], f"schedule.seed={1000 + seed}"])
+                    arm_overrides = args.arm_overrides[arm]
+                    config = load_config(recipe, [*common, *arm_overrides, f"schedule.seed={1000 + seed}"])
                     log(
                         f"seed {seed + 1}/{args.seeds}, arm {arm}: training {config.schedule.max_steps} steps"
                     )
@@ -266,6 +318,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine(),
         "targets": TARGETS,
     }
+    result["arm_overrides"] = {arm: args.arm_overrides[arm] for arm in arms}
+    if {"sweep_soft", "sweep_hard"} <= set(summary):
+        soft, hard = summary["sweep_soft"], summary["sweep_hard"]
+        result["sweep_soft_minus_hard_bitext"] = rounded(soft["ood/acc"]["mean"] - hard["ood/acc"]["mean"], 3)
+        result["sweep_soft_minus_hard_structure"] = rounded(
+            soft["ood/structure"]["mean"] - hard["ood/structure"]["mean"], 3
+        )
     if {"soft_tms", "hard"} <= set(summary):
         soft, hard = summary["soft_tms"], summary["hard"]
         result["soft_minus_hard_bitext"] = rounded(soft["ood/acc"]["mean"] - hard["ood/acc"]["mean"], 3)

@@ -139,6 +139,38 @@ def test_quality_smoke_trains_two_arms_and_reports_soft_minus_hard(tmp_path, cap
     assert result["pairs"]["test"] == {"en-fr": 40}
 
 
+def test_quality_takes_the_best_soft_and_the_best_hard_trial_of_a_sweep(tmp_path):
+    import quality
+
+    from imascl_ray.tune.results import FAILED, FINISHED, STOPPED, TrialRecord, rank, write_csv
+
+    def trial(trial_id, name, tau, best, status=FINISHED):
+        params = {"loss.name": name, "loss.tau": tau, "loss.tms": name == "soft"}
+        return TrialRecord(trial_id, trial_id, status, params, best=best)
+
+    records = [
+        trial("a", "infonce", 0.05, 0.93),
+        trial("b", "soft", 0.1, 0.95, STOPPED),
+        trial("c", "soft", 0.03, 0.94),
+        trial("d", "infonce", 0.2, 0.99, FAILED),  # failed trials are never best
+        trial("e", "infonce", 0.07, 0.96),
+    ]
+    ranked = rank(records, "max")
+    write_csv(ranked, ["loss.name", "loss.tau", "loss.tms"], "val/mean/acc", tmp_path / "trials.csv")
+    arms = quality.sweep_arms(tmp_path)
+    assert arms == {
+        "sweep_soft": ["loss.name=soft", "loss.tau=0.1", "loss.tms=True"],
+        "sweep_hard": ["loss.name=infonce", "loss.tau=0.07", "loss.tms=False"],
+    }
+    args = quality.parse_args(["--quick", "--sweep", str(tmp_path)])
+    assert (
+        args.arms == "hard,soft_tms,sweep_soft,sweep_hard"
+        and args.arm_overrides["sweep_hard"][1] == "loss.tau=0.07"
+    )
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--sweep", str(tmp_path / "nowhere")])
+
+
 def test_grad_cache_smoke(tmp_path, capsys):
     import grad_cache
 
