@@ -154,3 +154,38 @@ def mean_over_ranks(values: Mapping[str, Tensor], group: dist.ProcessGroup | Non
         dist.all_reduce(stacked, group=group)
         stacked /= dist.get_world_size(group)
     return dict(zip(names, stacked.tolist(), strict=True))
+
+
+class ShardedEncoder:
+    """An evaluation encoder whose ``encode`` splits the texts over the ranks and gathers the embeddings.
+
+    Every rank calls ``encode`` with the same texts; rank ``r`` encodes ``texts[r::W]`` (a strided share,
+    so every rank gets sentences of every length) with ``encoder.encode``, the shares are all-gathered
+    (padded to one size) and each rank returns all ``len(texts)`` embeddings in input order, float32 on
+    the CPU, as ``encoder.encode`` would. ``W`` workers then validate in ``1/W`` of the time one rank
+    takes, where rank 0 alone would encode everything while the others wait at the next collective.
+    ``device`` is where the gathered tensors travel (the rank's CUDA device under NCCL).
+    """
+
+    def __init__(
+        self, encoder, *, device: torch.device | str = "cpu", group: dist.ProcessGroup | None = None
+    ) -> None:
+        self.encoder, self.device, self.group = encoder, torch.device(device), group
+
+    def encode(self, texts, **kwargs) -> Tensor:
+        world, rank = world_size_and_rank(self.group)
+        if world == 1:
+            return torch.as_tensor(self.encoder.encode(texts, **kwargs)).float()
+        texts = list(texts)
+        share = texts[rank::world]
+        per_rank = -(-len(texts) // world)
+        local = torch.as_tensor(self.encoder.encode(share, **kwargs)).float() if share else None
+        dim = torch.tensor([0 if local is None else local.shape[1]], device=self.device)
+        dist.all_reduce(dim, op=dist.ReduceOp.MAX, group=self.group)  # a rank with no share knows d too
+        padded = torch.zeros(per_rank, int(dim), device=self.device)
+        if local is not None:
+            padded[: local.shape[0]] = local.to(self.device)
+        shares = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(shares, padded, group=self.group)
+        # text i sits on rank i % W at row i // W: interleave the shares back into input order
+        return torch.stack(shares, dim=1).reshape(per_rank * world, -1)[: len(texts)].cpu()

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.profiler import record_function
 
 from imascl_ray.config import Config
-from imascl_ray.distributed import gather_inputs, mean_over_ranks
+from imascl_ray.distributed import ShardedEncoder, gather_inputs, mean_over_ranks
 from imascl_ray.engine.checkpoint import load_checkpoint, save_checkpoint
 from imascl_ray.engine.encode import make_encoding
 from imascl_ray.engine.faults import maybe_fail
@@ -108,7 +108,7 @@ class _Window:
 
 
 def _broadcast(value: Any, context: RankContext) -> Any:
-    """Rank 0's ``value`` on every rank (validation runs on rank 0 only)."""
+    """Rank 0's ``value`` on every rank."""
     if context.world_size == 1:
         return value
     box = [value]
@@ -272,20 +272,20 @@ class TrainingLoop:
         return averaged, {"train/grad_norm": float(grad_norm), "train/lr": lr}, not stepped
 
     def validate(self) -> dict[str, float]:
-        """Bitext accuracy both ways on each language pair's held-out split (rank 0 computes; all receive)."""
+        """Bitext accuracy both ways on each language pair's held-out split.
+
+        Every rank encodes its share of the sentences (:class:`ShardedEncoder`); rank 0's scores, from the
+        gathered embeddings, go to every rank, so all ranks decide alike on the best checkpoint.
+        """
         from imascl_ray.eval.local_suite import evaluate_pair_groups, flatten_local
 
-        metrics = None
-        if self.context.rank == 0:
-            self.student.eval()
-            try:
-                results = evaluate_pair_groups(
-                    self.student, self.validation_groups, device=self.context.device
-                )
-            finally:
-                self.student.train()
-            metrics = flatten_local(results, namespace="val")
-        return _broadcast(metrics, self.context)
+        encoder = ShardedEncoder(self.student, device=self.context.device)
+        self.student.eval()
+        try:
+            results = evaluate_pair_groups(encoder, self.validation_groups, device=self.context.device)
+        finally:
+            self.student.train()
+        return _broadcast(flatten_local(results, namespace="val"), self.context)
 
     def _track(self, scores: dict[str, float]) -> dict[str, float]:
         """Record a validation in the position (best score, patience); returns the metrics to report."""
