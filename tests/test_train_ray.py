@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import ray
+from fault_runs import train_with_fault
 from mlflow.tracking import MlflowClient
 
 from imascl_ray.config import Config, dump_yaml, load_config
 from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.encoder import SentenceEncoder
-from imascl_ray.engine.faults import FAULT_AT_STEP, FAULT_RANK, marker_name
+from imascl_ray.engine.faults import marker_name
 from imascl_ray.eval.local_suite import evaluate_pair_groups
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 from imascl_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -172,15 +168,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_matches_an_uninter
     # of a `imascl-ray train` process (its own local cluster's workers inherit it), as a user would.
     recipe = tmp_path / "fault.yaml"
     dump_yaml(make_config(assets, tmp_path / "fault", *common, "tracking.run_name=fault"), recipe)
-    env = os.environ | {"PYTHONPATH": str(ROOT), FAULT_AT_STEP: "3", FAULT_RANK: "1"}
-    process = subprocess.run(
-        [sys.executable, "-m", "imascl_ray", "train", str(recipe)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    process = train_with_fault(recipe, tmp_path, at_step=3, rank=1)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     assert (tmp_path / "fault" / "runs" / "fault" / marker_name(3)).is_file()
     run_id, uri = re.search(r"MLflow run (\S+) in (\S+)", process.stdout).groups()

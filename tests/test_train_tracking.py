@@ -8,30 +8,24 @@ that stays away longer than MLflow's retry budget.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from fault_runs import train_with_fault
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer
 
 from imascl_ray.config import Config, dump_yaml, load_config
 from imascl_ray.data import write_corpus
-from imascl_ray.engine.faults import FAULT_AT_STEP, FAULT_RANK
 from imascl_ray.errors import InputError
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 from imascl_ray.train.session import ray_session
 from imascl_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +138,7 @@ def test_a_run_that_fails_ends_failed_in_mlflow(assets, tmp_path):
     recipe = tmp_path / "doomed.yaml"
     overrides = ("schedule.max_steps=4", "schedule.eval_every=2", "scaling.max_failures=0")
     dump_yaml(make_config(assets, tmp_path, *overrides, "tracking.run_name=doomed"), recipe)
-    env = os.environ | {"PYTHONPATH": str(ROOT), FAULT_AT_STEP: "1", FAULT_RANK: "1"}
-    process = subprocess.run(
-        [sys.executable, "-m", "imascl_ray", "train", str(recipe)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    process = train_with_fault(recipe, tmp_path, at_step=1, rank=1)
     assert process.returncode != 0, process.stdout[-2000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("imascl-ray").experiment_id])
