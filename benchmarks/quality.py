@@ -147,6 +147,7 @@ def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
         f"tracking.output_dir={work}",
         "tracking.experiment=quality",
         "eval.suite=none",
+        "tracking.log_model=false",  # the benchmark evaluates each <run>/model itself
         f"scaling.num_workers={args.workers}",
         f"schedule.max_steps={regime['steps']}",
         f"schedule.eval_every={regime['eval_every']}",

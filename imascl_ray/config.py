@@ -231,6 +231,12 @@ class TrackingConfig:
     register_as: str | None = None
     """Register the run's best model as a new version of this MLflow registered model (None: don't).
     In a sweep, only the best trial's model is registered (``imascl-ray tune --register-as``)."""
+    log_model: bool = True
+    """Log the exported model into the run as an MLflow model (sentence-transformers flavour; a full
+    copy of the weights, ~0.5 GB for multilingual-e5-small). False: the run keeps its metrics and the
+    model stays in ``<run>/model`` only, unless ``register_as`` asks for a registered version. Sweeps
+    and benchmarks that train many models turn it off; a sweep still logs its best trial's model when
+    it registers it."""
 
 
 @dataclass

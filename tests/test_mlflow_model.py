@@ -129,3 +129,43 @@ def test_ui_link_opens_the_training_runs_and_input_example_is_multilingual():
     assert runs_view_url("7") == "http://127.0.0.1:5000/#/experiments/7/runs"
     assert runs_view_url("7", "http://h:1/") == "http://h:1/#/experiments/7/runs"
     assert len(INPUT_EXAMPLE) >= 2
+
+
+def test_log_model_off_keeps_the_card_and_logs_no_model_unless_a_version_is_asked_for(
+    tmp_path, model_folder, elsewhere
+):
+    import shutil
+
+    from imascl_ray.config import load_config
+    from imascl_ray.train.publish import publish_run_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = experiment_id(uri, "log-model", tmp_path)
+
+    def publish(*overrides: str, register: bool = True) -> dict:
+        folder = shutil.copytree(model_folder, tmp_path / f"model-{len(list(tmp_path.iterdir()))}")
+        run_id = client.create_run(experiment).info.run_id
+        config = load_config(None, [f"tracking.output_dir={tmp_path}", *overrides])
+        return publish_run_model(
+            config,
+            folder,
+            uri=uri,
+            run_id=run_id,
+            run_name="r",
+            evaluation=None,
+            summary=None,
+            best_score=0.5,
+            register=register,
+        ) | {"run_id": run_id}
+
+    off = publish("tracking.log_model=false")
+    assert off["card"].is_file() and off["model_uri"] is None and off["registered"] is None
+    assert logged_model_of(uri, off["run_id"]) is None
+    # a registered version needs a logged model: register_as logs it even with log_model off
+    wanted = publish("tracking.log_model=false", "tracking.register_as=imascl-off")
+    assert wanted["model_uri"] and wanted["registered"] == "imascl-off/1"
+    # a sweep's trial (register=False) leaves registering to the sweep: nothing logged
+    trial = publish("tracking.log_model=false", "tracking.register_as=imascl-off", register=False)
+    assert trial["model_uri"] is None and logged_model_of(uri, trial["run_id"]) is None
+    assert publish()["model_uri"]  # the default logs it

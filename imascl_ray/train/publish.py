@@ -64,8 +64,9 @@ def publish_run_model(
     base_model_folder: str | None = None,
     register: bool = True,
 ) -> dict[str, Any]:
-    """Card, MLflow model and (when ``tracking.register_as`` is set and ``register``) a registered
-    version; returns ``{"card": path, "model_uri": ..., "registered": "name/version" or None}``."""
+    """Card, MLflow model (unless ``tracking.log_model`` is off) and (when ``tracking.register_as`` is
+    set and ``register``) a registered version; returns
+    ``{"card": path, "model_uri": ..., "registered": "name/version" or None}``."""
     from imascl_ray.mlflow_model import log_sentence_transformer, metrics_description, register_model
     from imascl_ray.model_card import write_model_card
 
@@ -79,13 +80,13 @@ def publish_run_model(
         base_model_folder=base_model_folder,
     )
     published: dict[str, Any] = {"card": card, "model_uri": None, "registered": None}
-    if run_id is None:
+    name = config.tracking.register_as if register else None
+    if run_id is None or not (config.tracking.log_model or name):
         return published
     logged = log_sentence_transformer(uri, run_id, model_dir)
     published["model_uri"] = logged.model_uri
     logger.info("[mlflow] model logged: %s (also runs:/%s/model)", logged.model_uri, run_id)
-    name = config.tracking.register_as
-    if name and register:
+    if name:
         metrics = headline_metrics(config.eval.suite, evaluation, best_score)
         version = register_model(
             uri,
