@@ -125,17 +125,21 @@ def test_teacher_cache_smoke_actors_build_the_same_cache(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quality_smoke_trains_two_arms_and_reports_soft_minus_hard(tmp_path, capsys):
+def test_quality_smoke_trains_three_arms_and_reports_soft_minus_hard(tmp_path, capsys):
     import quality
 
-    result = quality.main(["--smoke", "--arms", "hard,soft_tms", "--work-dir", str(tmp_path)])
+    result = quality.main(["--smoke", "--arms", "hard,soft,soft_tms", "--work-dir", str(tmp_path)])
     assert last_json_line(capsys)["benchmark"] == "quality"
-    assert set(result["arms"]) == {"pretrained", "hard", "soft_tms"}
+    assert set(result["arms"]) == {"pretrained", "hard", "soft", "soft_tms"}
     for metrics in result["arms"].values():
         assert {"test/acc", "ood/acc", "ood/margin_acc", "ood/structure", "test/structure"} <= set(metrics)
         assert 0.0 <= metrics["ood/acc"] <= 100.0 and -1.0 <= metrics["ood/structure"] <= 1.0
     assert result["arms"]["pretrained"]["test/structure"] == pytest.approx(1.0)  # its own reference
-    assert "soft_minus_hard_bitext" in result and set(result["targets_met"]) == set(result["targets"])
+    assert set(result["targets_met"]) == set(result["targets"])
+    arms = result["arms"]
+    difference = arms["soft"]["ood/acc"] - arms["hard"]["ood/acc"]
+    assert result["soft_minus_hard_bitext"] == pytest.approx(difference, abs=1e-2)
+    assert set(result["ood_minus_hard"]) == {"pretrained", "soft", "soft_tms"}
     assert result["pairs"]["test"] == {"en-fr": 40}
 
 
