@@ -252,10 +252,12 @@ def _reopen_mlflow_run(uri: str, run_id: str | None) -> str | None:
 
 
 def _close_quietly(uri: str, run_id: str, status: str) -> None:
-    """End the MLflow run as ``status`` without hiding the error that ended the run."""
+    """End the MLflow run as ``status``, if it is still RUNNING, without hiding the error that ended
+    the run. (A sweep may have closed it already: a trial stopped by the scheduler is KILLED there,
+    and its process, torn down by Tune, must not turn that into FAILED afterwards.)"""
     try:
         call_with_retries(
-            lambda: _finish_mlflow(uri, run_id, status),
+            lambda: _finish_mlflow(uri, run_id, status, only_if_running=True),
             what=f"marking MLflow run {run_id} {status}",
             timeout_s=60.0,
         )
@@ -325,7 +327,10 @@ def publish_exported(
     )
 
 
-def _finish_mlflow(uri: str, run_id: str, status: str) -> None:
+def _finish_mlflow(uri: str, run_id: str, status: str, *, only_if_running: bool = False) -> None:
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)
+    client = MlflowClient(tracking_uri=uri)
+    if only_if_running and client.get_run(run_id).info.status != "RUNNING":
+        return
+    client.set_terminated(run_id, status=status)
