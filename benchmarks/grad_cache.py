@@ -166,8 +166,8 @@ def _profiled_phases(step, batch) -> dict[str, float]:
         step(batch)
     total_ms = 1000 * (time.perf_counter() - started)
     phases = {event.key: event.cpu_time_total / 1000 for event in profiler.key_averages()}
-    by_phase = {name.split("/")[1]: rounded(phases.get(name, 0.0), 1) for name in PHASES}
-    return {**by_phase, "step": rounded(total_ms, 1)}
+    by_phase = {name.split("/")[1]: rounded(phases.get(name, 0.0), 4) for name in PHASES}
+    return {**by_phase, "step": rounded(total_ms, 4)}
 
 
 def _sentence_transformers_step(loop, student: str, micro_batch: int):
