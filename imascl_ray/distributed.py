@@ -21,7 +21,8 @@ to the single-process loss.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -159,6 +160,7 @@ def mean_over_ranks(values: Mapping[str, Tensor], group: dist.ProcessGroup | Non
 class ShardedEncoder:
     """An evaluation encoder whose ``encode`` splits the texts over the ranks and gathers the embeddings.
 
+    ``encoder`` is anything with ``encode(texts) -> [n, d]`` (a :class:`~imascl_ray.encoder.SentenceEncoder`).
     Every rank calls ``encode`` with the same texts; rank ``r`` encodes ``texts[r::W]`` (a strided share,
     so every rank gets sentences of every length) with ``encoder.encode``, the shares are all-gathered
     (padded to one size) and each rank returns all ``len(texts)`` embeddings in input order, float32 on
@@ -168,11 +170,12 @@ class ShardedEncoder:
     """
 
     def __init__(
-        self, encoder, *, device: torch.device | str = "cpu", group: dist.ProcessGroup | None = None
+        self, encoder: Any, *, device: torch.device | str = "cpu", group: dist.ProcessGroup | None = None
     ) -> None:
         self.encoder, self.device, self.group = encoder, torch.device(device), group
 
-    def encode(self, texts, **kwargs) -> Tensor:
+    def encode(self, texts: Sequence[str], **kwargs: Any) -> Tensor:
+        """Embeddings ``[len(texts), d]`` of every text, in input order, on every rank."""
         world, rank = world_size_and_rank(self.group)
         if world == 1:
             return torch.as_tensor(self.encoder.encode(texts, **kwargs)).float()
