@@ -164,8 +164,8 @@ class ShardedEncoder:
     Every rank calls ``encode`` with the same texts; rank ``r`` encodes ``texts[r::W]`` (a strided share,
     so every rank gets sentences of every length) with ``encoder.encode``, the shares are all-gathered
     (padded to one size) and each rank returns all ``len(texts)`` embeddings in input order, float32 on
-    the CPU, as ``encoder.encode`` would. ``W`` workers then validate in ``1/W`` of the time one rank
-    takes, where rank 0 alone would encode everything while the others wait at the next collective.
+    the CPU, as ``encoder.encode`` would. Each rank encodes ``1/W`` of the sentences, where rank 0 alone
+    would encode all of them while the others wait at the next collective (not benchmarked).
     ``device`` is where the gathered tensors travel (the rank's CUDA device under NCCL).
     """
 
