@@ -183,9 +183,13 @@ class ShardedEncoder:
         share = texts[rank::world]
         per_rank = -(-len(texts) // world)
         local = torch.as_tensor(self.encoder.encode(share, **kwargs)).float() if share else None
-        dim = torch.tensor([0 if local is None else local.shape[1]], device=self.device)
-        dist.all_reduce(dim, op=dist.ReduceOp.MAX, group=self.group)  # a rank with no share knows d too
-        padded = torch.zeros(per_rank, int(dim), device=self.device)
+        if len(texts) >= world:  # every rank has a share (the ranks agree: they hold the same texts)
+            dim = local.shape[1]
+        else:  # a rank with no share learns d from the others
+            found = torch.tensor([0 if local is None else local.shape[1]], device=self.device)
+            dist.all_reduce(found, op=dist.ReduceOp.MAX, group=self.group)
+            dim = int(found)
+        padded = torch.zeros(per_rank, dim, device=self.device)
         if local is not None:
             padded[: local.shape[0]] = local.to(self.device)
         shares = [torch.empty_like(padded) for _ in range(world)]
