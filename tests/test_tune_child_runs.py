@@ -2,16 +2,21 @@
 
 On a real sqlite store: a trial stopped by the scheduler ends KILLED and tagged ``imascl.stopped_early``
 even when its torn-down process marked the run FAILED first (seen under load: the test suite's smoke
-sweep read FAILED), and the trial's own error path never overwrites the sweep's KILLED.
+sweep read FAILED), and the trial's own error path never overwrites the sweep's KILLED. The sweep's
+parent run ends FAILED when ``Tuner.fit`` raises, KILLED when it is interrupted.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from imascl_ray.train.trainer import _close_quietly
 from imascl_ray.tune.tracking import TAG_STOPPED, TAG_TRIAL, close_unfinished_child
+
+SPACES = Path(__file__).resolve().parents[1] / "tune_spaces"
 
 
 @pytest.fixture()
@@ -61,3 +66,44 @@ def test_failed_and_finished_trials_keep_their_status(runs):
     close_unfinished_child(uri, parent, "c", failed=False)
     assert status_and_tag(client, finished) == ("FINISHED", None)
     assert close_unfinished_child(uri, parent, "no-such-trial", failed=False) is None
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_the_sweeps_parent_run_ends_failed_or_killed_when_fit_raises(runs, monkeypatch, tmp_path, error):
+    from types import SimpleNamespace
+
+    from ray import tune as real_tune
+
+    from imascl_ray.preparation import SharedTeacherCache
+    from imascl_ray.tune import sweep
+    from imascl_ray.tune.space import load_space
+    from imascl_ray.tune.trainable import TrialSpec
+
+    class FailingTuner:
+        """A ``tune.Tuner`` whose ``fit`` raises, as when the driver loses its cluster or is interrupted."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def fit(self):
+            raise error("the Ray cluster went away")
+
+    uri, client, parent, _ = runs
+    monkeypatch.setattr(
+        sweep,
+        "tune",
+        SimpleNamespace(
+            Tuner=FailingTuner,
+            with_parameters=lambda trainable, **_: trainable,  # no object store: nothing runs
+            with_resources=lambda trainable, _: trainable,
+            TuneConfig=real_tune.TuneConfig,
+            RunConfig=real_tune.RunConfig,
+        ),
+    )
+    space = load_space(SPACES / "smoke.yaml")
+    space.max_concurrent_trials = 1  # no cluster to size it from
+    shared = SharedTeacherCache(str(tmp_path / "cache"), str(tmp_path / "sentences.json"))
+    spec = TrialSpec(space, "sweep", str(tmp_path), parent, shared, {})
+    with pytest.raises(error, match="went away"):
+        sweep._fit_and_finish(spec, uri, restore=False)
+    assert client.get_run(parent).info.status == ("FAILED" if error is RuntimeError else "KILLED")
