@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from imascl_ray.eval.hashing_encoder import HashingEncoder
-from imascl_ray.eval.local_suite import LOCAL_KEYS, encode_distinct, evaluate_pair_groups, flatten_local
+from imascl_ray.eval.local_suite import (
+    LOCAL_KEYS,
+    EncodeOnce,
+    encode_distinct,
+    evaluate_pair_groups,
+    flatten_local,
+)
 
 WORDS = ["red", "blue", "green", "cat", "dog", "house", "tree", "river", "stone", "bird", "sun", "moon"]
 
@@ -58,6 +64,30 @@ def test_repeated_sentences_are_encoded_once_and_keep_their_rows():
     np.testing.assert_allclose(
         encode_distinct(encoder, texts).numpy(), encoder.encode(texts).numpy(), atol=1e-6
     )
+
+
+class CountingEncoder(HashingEncoder):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[str] = []
+
+    def encode(self, texts, **kwargs):
+        self.seen.extend(texts)
+        return super().encode(texts, **kwargs)
+
+
+def test_an_evaluation_embeds_each_sentence_once_over_all_groups_and_scores_the_same():
+    groups = make_groups()
+    groups["en-ja"] = (groups["en-fr"][0], [f"ja {text}" for text in groups["en-fr"][1]])  # English again
+    counting = CountingEncoder(dim=48)
+    once = EncodeOnce(counting)
+    direct = evaluate_pair_groups(HashingEncoder(dim=48), groups)
+    for pair, entry in evaluate_pair_groups(once, groups).items():
+        assert entry == pytest.approx(direct[pair])
+    evaluate_pair_groups(once, groups)  # a second read of the same sentences embeds nothing
+    distinct = {text for sources, targets in groups.values() for text in (*sources, *targets)}
+    assert sorted(counting.seen) == sorted(distinct) and once.encoded == len(distinct)
+    assert once.embedding_dim == 48  # the wrapped model's attributes show through
 
 
 def test_flat_metrics_for_mlflow():

@@ -84,10 +84,11 @@ def run_suite(
     monolingual structure kept, per language, as ``local/structure/<lang>``.
     """
     if suite == "local":
-        from imascl_ray.eval.local_suite import evaluate_pair_groups, flatten_local
+        from imascl_ray.eval.local_suite import EncodeOnce, evaluate_pair_groups, flatten_local
 
         if not groups:
             raise InputError("the local suite needs pair files (--pairs FILE ...)")
+        encoder = EncodeOnce(encoder)  # groups share sentences, and the structure re-reads them
         results = evaluate_pair_groups(encoder, groups, k=k, device=device)
         outcome = EvalOutcome("local", results, flatten_local(results))
         if reference is not None:
