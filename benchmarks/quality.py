@@ -5,6 +5,7 @@ pretrained student, with the same data, steps, batch and learning rate):
 
 =================  ==========================================================
 ``pretrained``     the student before training (no seed: evaluated once)
+``teacher``        with a cut student only: the whole model that teaches it (evaluated once)
 ``hard``           ``loss.name=infonce`` (LaBSE / mE5-style hard labels)
 ``soft``           ``loss.name=soft loss.labels=priority loss.tms=false``
 ``soft_tms``       ``loss.name=soft loss.labels=priority loss.tms=true`` (the paper's best rows)
@@ -19,7 +20,7 @@ Each trained model is evaluated on
   the whole training corpus on both sides (:mod:`imascl_ray.data.out_of_domain`),
 
 with bitext accuracy both ways, margin accuracy, and the **monolingual structure** kept (Spearman of the
-model's and the pretrained student's within-language cosines, :mod:`imascl_ray.eval.structure`). The
+model's and the whole pretrained model's within-language cosines, :mod:`imascl_ray.eval.structure`). The
 table gives the mean and spread (sample standard deviation) over seeds (``schedule.seed``: batch order
 and dropout; the splits stay the same, so every arm sees the same test sets). The last stdout line is
 one JSON object with ``soft_minus_hard_bitext`` (out of domain, ``soft`` minus ``hard``, points of
@@ -29,10 +30,18 @@ and the targets.
 Regimes: ``short`` (about one epoch of the quickstart's corpus) and ``long`` (many epochs over a small
 cap of pairs per language pair: where the paper saw hard labels overfit the translation pairs).
 
-    python benchmarks/quality.py --quick                   # 2 seeds, short regime, < 20 min target
+``--quick`` fits the 2-core machine's 20 minutes by training a **cut student**: multilingual-e5-small's
+embeddings and first ``--student-layers`` (4) transformer layers, taught by the whole model (the teacher,
+and MSE's target). That is the distillation setting of the paper's smaller students; the structure's
+reference is the whole pretrained model in every mode (with the whole student it is the pretrained
+student itself, so there the ``pretrained`` row scores 1.0).
+
+    python benchmarks/quality.py --quick                   # 2 seeds, short regime, cut student, < 20 min
     python benchmarks/quality.py --regime long --seeds 2   # 10 epochs over 200 pairs per language pair
     python benchmarks/quality.py --smoke                   # tiny random model, seconds (tests)
-    python benchmarks/quality.py --quick --steps 90 --sweep SWEEP_DIR   # the sweep's best soft and hard
+    python benchmarks/quality.py --quick --sweep SWEEP_DIR # the sweep's best soft and hard, and hard at
+                                                           # the best soft trial's tau
+    python benchmarks/quality.py --quick --arms hard,cold --arm cold=loss.name=soft,loss.tau=0.025
 """
 
 from __future__ import annotations
@@ -57,6 +66,10 @@ ARMS: dict[str, list[str]] = {
 }
 """The trained arms and the overrides that make each one (on top of the shared base)."""
 
+QUICK_STUDENT_LAYERS = 4
+"""``--quick``'s student: mE5-small's first 4 of 12 layers (a step is ~3x cheaper; the embedding table,
+frozen, stays whole)."""
+
 TARGETS = {"soft_minus_hard_bitext": 1.0, "soft_minus_hard_structure": 0.15}
 """Out of domain, mean over seeds: points of bitext accuracy, and rho of monolingual structure."""
 
@@ -71,7 +84,11 @@ REGIMES = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 60 steps, 200 test pairs per pair")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 seeds, 60 steps, one validation, 200 test pairs per pair, the cut student (--student-layers)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny random model and corpus (tests)")
     parser.add_argument("--regime", choices=sorted(REGIMES), default="short")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 2; 3 full)")
@@ -80,6 +97,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--arms",
         default=None,
         help="comma-separated arms (default: all; with --sweep: hard, soft_tms, sweep_soft, sweep_hard)",
+    )
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="an arm of your own (repeatable), e.g. hard_cold=loss.name=infonce,loss.tau=0.025",
+    )
+    parser.add_argument(
+        "--student-layers",
+        type=int,
+        default=None,
+        help="train mE5-small cut to its first N transformer layers, taught by the whole model "
+        "(default: 4 with --quick, else the whole model)",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-dir", default=None, help="keep runs here (default: a temporary folder)")
@@ -91,8 +122,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.seeds = args.seeds or (1 if args.smoke else 2 if args.quick else 3)
+    if args.student_layers is None and args.quick and not args.smoke:
+        args.student_layers = QUICK_STUDENT_LAYERS
+    if args.student_layers is not None and args.student_layers < 1:
+        parser.error("--student-layers: at least 1")
     args.arm_overrides = dict(ARMS)
     default_arms = list(ARMS)
+    custom = []
+    for definition in args.arm:
+        try:
+            name, overrides = parse_arm(definition)
+        except ValueError as error:
+            parser.error(f"--arm {definition!r}: {error}")
+        args.arm_overrides[name] = overrides
+        custom.append(name)
     if args.sweep:
         try:
             found = sweep_arms(Path(args.sweep))
@@ -100,7 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--sweep: {error}")
         args.arm_overrides.update(found)
         default_arms = ["hard", "soft_tms", *found]
-    args.arms = args.arms or ",".join(default_arms)
+    args.arms = args.arms or ",".join([*default_arms, *custom])
     unknown = set(args.arms.split(",")) - set(args.arm_overrides)
     if unknown:
         choices = ", ".join(args.arm_overrides)
@@ -108,9 +151,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def parse_arm(definition: str) -> tuple[str, list[str]]:
+    """``"name=key=value,key=value"`` as ``("name", ["key=value", "key=value"])`` (``--arm``)."""
+    name, _, rest = definition.partition("=")
+    overrides = [part.strip() for part in rest.split(",") if part.strip()]
+    if not name.isidentifier() or name in ("pretrained", "teacher"):
+        raise ValueError("the arm's name must be a word other than pretrained or teacher, before the =")
+    malformed = [part for part in overrides if "=" not in part]
+    if not overrides or malformed:
+        raise ValueError(f"expected overrides like loss.tau=0.05 after the name, got {malformed or rest!r}")
+    return name, overrides
+
+
 def sweep_arms(path: Path) -> dict[str, list[str]]:
-    """``{"sweep_soft": overrides, "sweep_hard": overrides}``: the searched values of the best-ranked
-    soft trial and the best-ranked hard (``infonce``) trial of a sweep's ``trials.csv``.
+    """``{"sweep_soft", "sweep_hard", "sweep_hard_same_tau"}``: the searched values of the best-ranked
+    soft trial, of the best-ranked hard (``infonce``) trial, and hard InfoNCE at the best soft trial's
+    student temperature, from a sweep's ``trials.csv``.
+
+    The third arm separates the two things the best soft trial may change at once: its labels, and a
+    colder student ``loss.tau`` than the best hard trial's (the sweep samples them independently).
 
     The CSV (:func:`imascl_ray.tune.results.write_csv`) lists the trials best first; the searched keys
     are its columns between ``status`` and the metric's ``best ...`` column; unranked rows ("-": failed
@@ -133,18 +192,24 @@ def sweep_arms(path: Path) -> dict[str, list[str]]:
         if best is None:
             raise ValueError(f"{csv_path}: no ranked trial with loss.name={loss}")
         arms[arm] = [f"{key}={best[key]}" for key in searched if best[key] != ""]
+    soft_tau = next((item for item in arms["sweep_soft"] if item.startswith("loss.tau=")), None)
+    if soft_tau is not None:
+        arms["sweep_hard_same_tau"] = ["loss.name=infonce", "loss.tms=false", soft_tau]
     return arms
 
 
-def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str]:
-    """The overrides every arm shares, and the pretrained student's name."""
+def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str, str]:
+    """The overrides every arm shares, the pretrained student's name, and the structure's reference
+    model (the whole pretrained model: the student itself, or the teacher of a cut student)."""
     regime = dict(REGIMES[args.regime])
     if args.quick:
-        regime.update(steps=min(regime["steps"], 60), eval_every=30)
+        regime.update(steps=min(regime["steps"], 60))
     if args.smoke:
         regime.update(steps=8, eval_every=4)
     if args.steps:
         regime["steps"] = args.steps
+    if args.quick:  # one validation, at the end: the model evaluated is the one after its last step
+        regime["eval_every"] = regime["steps"]
     common = [
         f"tracking.output_dir={work}",
         "tracking.experiment=quality",
@@ -161,28 +226,43 @@ def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
 
         model = str(build_tiny_model(work / "tiny-model"))
         corpus = write_corpus(synthetic_parallel_corpus(240), work / "tiny-corpus.parquet")
-        return [
-            *common,
-            f"model.name={model}",
-            f"data.corpus={corpus}",
-            "data.languages=[en,fr]",
-            "data.pair_set=en-fr",
-            "data.max_pairs_per_language_pair=120",
-            "data.validation_pairs=40",
-            "data.test_pairs=40",
-            "model.max_length=32",
-            "teacher.max_length=32",
-            "schedule.global_batch_size=16",
-        ], model
+        return (
+            [
+                *common,
+                f"model.name={model}",
+                f"data.corpus={corpus}",
+                "data.languages=[en,fr]",
+                "data.pair_set=en-fr",
+                "data.max_pairs_per_language_pair=120",
+                "data.validation_pairs=40",
+                "data.test_pairs=40",
+                "model.max_length=32",
+                "teacher.max_length=32",
+                "schedule.global_batch_size=16",
+            ],
+            model,
+            model,
+        )
+    from train_throughput import truncated_student
+
     from imascl_ray.preparation import resolve_model
 
-    return [
-        *common,
-        f"data.max_pairs_per_language_pair={regime['cap']}",
-        f"data.test_pairs={200 if args.quick else 500}",
-        # --quick and the long regime validate on 300 candidates a pair (cheaper; the same for every arm)
-        *(["data.validation_pairs=300"] if args.quick or args.regime == "long" else []),
-    ], resolve_model("offline:multilingual-e5-small")
+    whole = resolve_model("offline:multilingual-e5-small")
+    student = whole
+    if args.student_layers is not None:
+        student = truncated_student(whole, args.student_layers, work)
+        common += [f"model.name={student}", f"teacher.name={whole}"]
+    return (
+        [
+            *common,
+            f"data.max_pairs_per_language_pair={regime['cap']}",
+            f"data.test_pairs={200 if args.quick else 500}",
+            # --quick and the long regime validate on 300 candidates a pair (cheaper; the same for every arm)
+            *(["data.validation_pairs=300"] if args.quick or args.regime == "long" else []),
+        ],
+        student,
+        whole,
+    )
 
 
 def out_of_domain_groups(args: argparse.Namespace, work: Path, config) -> dict[str, tuple[list, list]]:
@@ -207,9 +287,10 @@ def out_of_domain_groups(args: argparse.Namespace, work: Path, config) -> dict[s
 
 def evaluate(encoder, reference: dict[str, dict], groups: dict[str, dict]) -> dict[str, float]:
     """Bitext accuracy, margin accuracy (mean over pairs, in points) and structure, per held-out set."""
-    from imascl_ray.eval.local_suite import evaluate_pair_groups
+    from imascl_ray.eval.local_suite import EncodeOnce, evaluate_pair_groups
     from imascl_ray.eval.structure import monolingual_structure
 
+    encoder = EncodeOnce(encoder)  # each sentence once: the sets share English, structure re-reads them
     scores: dict[str, float] = {}
     for name, pair_groups in groups.items():
         results = evaluate_pair_groups(encoder, pair_groups)
@@ -278,10 +359,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="imascl-quality-") as scratch:
         work = Path(args.work_dir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        common, pretrained_name = base_overrides(args, work)
+        common, pretrained_name, reference_name = base_overrides(args, work)
         recipe = resolve_recipe("quickstart")
         base = load_config(recipe, common)
         pretrained = load_sentence_encoder(pretrained_name)
+        reference_model = pretrained if reference_name == pretrained_name else None
+        reference_model = reference_model or load_sentence_encoder(reference_name)
         groups: dict[str, dict] = {"ood": out_of_domain_groups(args, work, base)}
         scores: dict[str, list[dict[str, float]]] = {}
         with ray_session(None, base):
@@ -295,13 +378,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     outcome = run_training(config, run_name=f"{args.regime}-{arm}-seed{seed}", evaluate=False)
                     if "test" not in groups:  # the splits are the same for every arm and seed
                         groups["test"] = read_corpus(outcome.run_dir / "data" / "test.parquet").groups()
-                        reference = {name: reference_embeddings(pretrained, g) for name, g in groups.items()}
+                        reference = {
+                            name: reference_embeddings(reference_model, g) for name, g in groups.items()
+                        }
                         scores["pretrained"] = [evaluate(pretrained, reference, groups)]
+                        if reference_model is not pretrained:  # a cut student: where its teacher stands
+                            scores["teacher"] = [evaluate(reference_model, reference, groups)]
                     scores.setdefault(arm, []).append(
                         evaluate(load_sentence_encoder(str(outcome.model_dir)), reference, groups)
                     )
                     log(f"  {arm}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores[arm][-1].items()))
-    summary = summarise({"pretrained": scores.pop("pretrained"), **scores})
+    summary = summarise(scores)  # pretrained (and teacher) first: they were scored first
     print(table(summary))
     result: dict[str, Any] = {
         "benchmark": "quality",
@@ -310,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds,
         "steps": base.schedule.max_steps,
         "global_batch": base.schedule.global_batch_size,
+        "student_layers": args.student_layers,  # None: the whole model
         "pairs": {name: {pair: len(s) for pair, (s, _) in g.items()} for name, g in groups.items()},
         "arms": {
             arm: {k: rounded(v["mean"], 4) for k, v in metrics.items()} for arm, metrics in summary.items()
@@ -349,6 +437,8 @@ def headline_differences(summary: dict[str, dict[str, dict[str, float]]]) -> dic
             out["soft_minus_hard_structure"] = out["ood_minus_hard"]["soft_tms"]["structure"]
     if {"sweep_soft", "sweep_hard"} <= set(summary):
         out["sweep_soft_minus_hard"] = minus("sweep_soft", "sweep_hard")
+    if {"sweep_soft", "sweep_hard_same_tau"} <= set(summary):
+        out["sweep_soft_minus_hard_same_tau"] = minus("sweep_soft", "sweep_hard_same_tau")
     out["targets_met"] = {key: out[key] >= target for key, target in TARGETS.items() if key in out}
     return out
 

@@ -165,14 +165,30 @@ def test_quality_takes_the_best_soft_and_the_best_hard_trial_of_a_sweep(tmp_path
     assert arms == {
         "sweep_soft": ["loss.name=soft", "loss.tau=0.1", "loss.tms=True"],
         "sweep_hard": ["loss.name=infonce", "loss.tau=0.07", "loss.tms=False"],
+        # hard at the best soft trial's temperature: the labels' effect apart from tau's
+        "sweep_hard_same_tau": ["loss.name=infonce", "loss.tms=false", "loss.tau=0.1"],
     }
     args = quality.parse_args(["--quick", "--sweep", str(tmp_path)])
     assert (
-        args.arms == "hard,soft_tms,sweep_soft,sweep_hard"
+        args.arms == "hard,soft_tms,sweep_soft,sweep_hard,sweep_hard_same_tau"
         and args.arm_overrides["sweep_hard"][1] == "loss.tau=0.07"
     )
     with pytest.raises(SystemExit):
         quality.parse_args(["--sweep", str(tmp_path / "nowhere")])
+
+
+def test_quality_takes_arms_of_your_own_and_cuts_the_quick_student():
+    import quality
+
+    args = quality.parse_args(["--arms", "hard,cold", "--arm", "cold=loss.name=soft, loss.tau=0.025"])
+    assert args.arms == "hard,cold"
+    assert args.arm_overrides["cold"] == ["loss.name=soft", "loss.tau=0.025"]
+    assert quality.parse_args(["--arm", "cold=loss.tau=0.02"]).arms.split(",") == [*quality.ARMS, "cold"]
+    assert quality.parse_args(["--quick"]).student_layers == quality.QUICK_STUDENT_LAYERS
+    assert quality.parse_args([]).student_layers is None  # the full study trains the whole model
+    for bad in ("cold", "cold=loss.tau", "pretrained=loss.tau=0.1", "=loss.tau=0.1"):
+        with pytest.raises(SystemExit):
+            quality.parse_args(["--arm", bad])
 
 
 def test_grad_cache_smoke(tmp_path, capsys):
