@@ -234,3 +234,22 @@ def test_hard_negatives_never_repeat_the_pairs_own_text_when_few_distinct_target
 
     with pytest.raises(InputError, match=r"loss.hard_negatives: en-fr has only \d other target\(s\)"):
         mine_hard_negatives(corpus, embeddings, k=6)
+
+
+def test_a_trimmed_vocabulary_run_starts_from_a_smaller_student_that_embeds_its_corpus_the_same(
+    assets, tmp_path
+):
+    from imascl_ray.preparation.student import load_student
+
+    config = config_for(assets, tmp_path, "model.trim_vocabulary=true")
+    prepared = prepare_run(config, tmp_path / "run")
+    trimmed, whole = (
+        load_student(config.model, prepared.student),
+        load_student(config.model, str(assets["model"])),
+    )
+    rows = trimmed.model.get_input_embeddings().num_embeddings
+    assert (
+        prepared.student != str(assets["model"]) and rows < whole.model.get_input_embeddings().num_embeddings
+    )
+    texts = read_corpus(prepared.train).sentences()[:64]
+    np.testing.assert_allclose(trimmed.encode(texts).numpy(), whole.encode(texts).numpy(), atol=1e-5)

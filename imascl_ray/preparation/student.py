@@ -59,6 +59,9 @@ def prepare_student(model: ModelConfig, split: RunSplit, directory: Path) -> str
     texts = [*split.train.sentences(), *split.validation.sentences()]
     if split.test is not None:
         texts += split.test.sentences()
-    result = trim_vocabulary(load_student(model, student), texts)
-    logger.info("[prepare] vocabulary trimmed: %s", result)
-    return str(result.encoder.save(directory / "student-init"))
+    encoder = load_student(model, student)
+    result = trim_vocabulary(encoder, texts)  # in place
+    logger.info(
+        "[prepare] vocabulary trimmed: %d of %d pieces kept", result.new_vocab_size, result.old_vocab_size
+    )
+    return str(encoder.save(directory / "student-init"))
