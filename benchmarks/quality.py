@@ -198,9 +198,9 @@ def sweep_arms(path: Path) -> dict[str, list[str]]:
     return arms
 
 
-def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str, str]:
-    """The overrides every arm shares, the pretrained student's name, and the structure's reference
-    model (the whole pretrained model: the student itself, or the teacher of a cut student)."""
+def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str]:
+    """The overrides every arm shares, and the whole pretrained model (the student, or the teacher of
+    a cut student; the structure's reference either way)."""
     regime = dict(REGIMES[args.regime])
     if args.quick:
         regime.update(steps=min(regime["steps"], 60))
@@ -241,17 +241,10 @@ def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
                 "schedule.global_batch_size=16",
             ],
             model,
-            model,
         )
-    from train_throughput import truncated_student
 
     from imascl_ray.preparation import resolve_model
 
-    whole = resolve_model("offline:multilingual-e5-small")
-    student = whole
-    if args.student_layers is not None:
-        student = truncated_student(whole, args.student_layers, work)
-        common += [f"model.name={student}", f"teacher.name={whole}"]
     return (
         [
             *common,
@@ -260,29 +253,46 @@ def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
             # --quick and the long regime validate on 300 candidates a pair (cheaper; the same for every arm)
             *(["data.validation_pairs=300"] if args.quick or args.regime == "long" else []),
         ],
-        student,
-        whole,
+        resolve_model("offline:multilingual-e5-small"),
     )
 
 
-def out_of_domain_groups(args: argparse.Namespace, work: Path, config) -> dict[str, tuple[list, list]]:
-    """The out-of-domain pairs by language pair (smoke: a synthetic corpus of other sentences)."""
+def out_of_domain(args: argparse.Namespace, work: Path, config) -> tuple[Any, list[str]]:
+    """The out-of-domain corpus, and every sentence of the training corpus it was deduplicated against
+    (smoke: a synthetic corpus of other sentences, and no training sentences)."""
     if args.smoke:
         from imascl_ray.testing import synthetic_parallel_corpus
 
-        corpus = synthetic_parallel_corpus(60, seed=99)
-        return corpus.groups()
+        return synthetic_parallel_corpus(60, seed=99), []
     from imascl_ray.data import write_corpus
     from imascl_ray.data.out_of_domain import DEFAULT_SOURCES, build_out_of_domain_corpus, training_sentences
 
     languages = list(config.data.languages)
-    exclude = {"gettext": training_sentences("gettext", languages)}
+    seen = training_sentences("gettext", languages)
     corpus, _, dropped = build_out_of_domain_corpus(
-        DEFAULT_SOURCES, languages, config.data.pair_set, exclude=exclude
+        DEFAULT_SOURCES, languages, config.data.pair_set, exclude={"gettext": seen}
     )
     write_corpus(corpus, work / "out-of-domain.parquet")
     log(f"out-of-domain set: {corpus.pair_counts()} ({dropped.dropped} pairs dropped as seen in training)")
-    return corpus.groups()
+    return corpus, seen
+
+
+def cut_student(model, whole: str, layers: int, texts: list[str], work: Path) -> str:
+    """``whole`` cut to its first ``layers`` transformer layers, its vocabulary trimmed to the pieces of
+    ``texts`` (every sentence the study trains or evaluates on: the same embeddings there, and a word
+    table a tenth the size to load, checkpoint and export in every arm). ``model`` is the run's
+    ``config.model`` (prefix and length, as the trainer loads the student)."""
+    from train_throughput import truncated_student
+
+    from imascl_ray.preparation.student import load_student
+    from imascl_ray.vocab import trim_vocabulary
+
+    cut = truncated_student(whole, layers, work / "uncut")
+    student = load_student(model, cut)
+    trimmed = trim_vocabulary(student, texts)  # in place
+    kept = f"{trimmed.new_vocab_size:,} of {trimmed.old_vocab_size:,} pieces"
+    log(f"student: the first {layers} layers of {Path(whole).name}, {kept}")
+    return str(student.save(work / f"student-{layers}-layers"))
 
 
 def evaluate(encoder, reference: dict[str, dict], groups: dict[str, dict]) -> dict[str, float]:
@@ -359,13 +369,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="imascl-quality-") as scratch:
         work = Path(args.work_dir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        common, pretrained_name, reference_name = base_overrides(args, work)
+        common, reference_name = base_overrides(args, work)
+        pretrained_name = reference_name
         recipe = resolve_recipe("quickstart")
         base = load_config(recipe, common)
+        ood, seen = out_of_domain(args, work, base)
+        groups: dict[str, dict] = {"ood": ood.groups()}
+        if args.student_layers is not None:  # the cut student learns from the whole model
+            texts = [*seen, *ood.sentences()]
+            pretrained_name = cut_student(base.model, reference_name, args.student_layers, texts, work)
+            common += [f"model.name={pretrained_name}", f"teacher.name={reference_name}"]
         pretrained = load_sentence_encoder(pretrained_name)
         reference_model = pretrained if reference_name == pretrained_name else None
         reference_model = reference_model or load_sentence_encoder(reference_name)
-        groups: dict[str, dict] = {"ood": out_of_domain_groups(args, work, base)}
         scores: dict[str, list[dict[str, float]]] = {}
         with ray_session(None, base):
             for seed in range(args.seeds):

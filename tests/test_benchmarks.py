@@ -222,3 +222,22 @@ def test_grad_cache_quick_runs_the_issue_sizes_on_a_smaller_model_and_says_so():
     args = grad_cache.parse_args(["--quick"])
     assert args.sizes == [128, 512, 2048] and args.layers == 2 and args.uncached_max is None
     assert grad_cache.parse_args([]).uncached_max == 512  # the full model's uncached step stops there
+
+
+def test_quality_cuts_and_trims_the_student_without_changing_its_embeddings(tmp_path):
+    import quality
+    import torch
+    from train_throughput import truncated_student
+
+    from imascl_ray.config import ModelConfig
+    from imascl_ray.encoder import SentenceEncoder
+    from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+
+    whole = str(build_tiny_model(tmp_path / "tiny"))
+    texts = synthetic_parallel_corpus(30).sentences()
+    student = quality.cut_student(ModelConfig(name=whole, max_length=32), whole, 1, texts, tmp_path)
+    cut = SentenceEncoder.from_pretrained(student)
+    uncut = SentenceEncoder.from_pretrained(truncated_student(whole, 1, tmp_path / "reference"))
+    assert cut.model.config.num_hidden_layers == 1
+    assert cut.model.get_input_embeddings().num_embeddings < uncut.model.get_input_embeddings().num_embeddings
+    torch.testing.assert_close(cut.encode(texts), uncut.encode(texts), atol=1e-5, rtol=1e-4)
