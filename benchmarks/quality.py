@@ -259,11 +259,12 @@ def base_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
 
 def out_of_domain(args: argparse.Namespace, work: Path, config) -> tuple[Any, list[str]]:
     """The out-of-domain corpus, and every sentence of the training corpus it was deduplicated against
-    (smoke: a synthetic corpus of other sentences, and no training sentences)."""
+    (smoke: a synthetic corpus of other sentences, and the synthetic training corpus's)."""
     if args.smoke:
+        from imascl_ray.data import read_corpus
         from imascl_ray.testing import synthetic_parallel_corpus
 
-        return synthetic_parallel_corpus(60, seed=99), []
+        return synthetic_parallel_corpus(60, seed=99), read_corpus(config.data.corpus).sentences()
     from imascl_ray.data import write_corpus
     from imascl_ray.data.out_of_domain import DEFAULT_SOURCES, build_out_of_domain_corpus, training_sentences
 
@@ -295,8 +296,20 @@ def cut_student(model, whole: str, layers: int, texts: list[str], work: Path) ->
     return str(student.save(work / f"student-{layers}-layers"))
 
 
-def evaluate(encoder, reference: dict[str, dict], groups: dict[str, dict]) -> dict[str, float]:
-    """Bitext accuracy, margin accuracy (mean over pairs, in points) and structure, per held-out set."""
+def embed_sets(model, groups: dict[str, dict]) -> dict[str, dict]:
+    """``{set: {language: embeddings}}``: a structure reference's embeddings of every held-out set."""
+    from imascl_ray.eval.structure import reference_embeddings
+
+    return {name: reference_embeddings(model, pair_groups) for name, pair_groups in groups.items()}
+
+
+def evaluate(encoder, references: dict[str, dict], groups: dict[str, dict]) -> dict[str, float]:
+    """Bitext accuracy, margin accuracy (mean over pairs, in points) and structure, per held-out set.
+
+    ``references`` maps a metric name to its reference model's embeddings of each set's sentences:
+    ``structure`` (the whole pretrained model) and, with a cut student, ``structure_student`` (the cut
+    student before training: the issue's default reference, how far training moved the geometry).
+    """
     from imascl_ray.eval.local_suite import EncodeOnce, evaluate_pair_groups
     from imascl_ray.eval.structure import monolingual_structure
 
@@ -309,7 +322,8 @@ def evaluate(encoder, reference: dict[str, dict], groups: dict[str, dict]) -> di
         for direction in ("src_to_tgt", "tgt_to_src"):
             values = [entry[f"accuracy_{direction}"] for entry in results.values()]
             scores[f"{name}/acc_{direction}"] = 100 * statistics.fmean(values)
-        scores[f"{name}/structure"] = monolingual_structure(encoder, reference[name], pair_groups)["mean"]
+        for metric, reference in references.items():
+            scores[f"{name}/{metric}"] = monolingual_structure(encoder, reference[name], pair_groups)["mean"]
     return scores
 
 
@@ -340,6 +354,8 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
         ("in-domain structure", "test/structure"),
         ("ood structure", "ood/structure"),
     ]
+    if any("ood/structure_student" in metrics for metrics in summary.values()):  # a cut student
+        columns.append(("ood structure vs the untrained student", "ood/structure_student"))
     lines = ["| arm | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for arm, metrics in summary.items():
         cells = []
@@ -360,7 +376,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from imascl_ray.config import load_config, resolve_recipe
     from imascl_ray.data import read_corpus
     from imascl_ray.eval.runner import load_sentence_encoder
-    from imascl_ray.eval.structure import reference_embeddings
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training
 
@@ -394,9 +409,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     outcome = run_training(config, run_name=f"{args.regime}-{arm}-seed{seed}", evaluate=False)
                     if "test" not in groups:  # the splits are the same for every arm and seed
                         groups["test"] = read_corpus(outcome.run_dir / "data" / "test.parquet").groups()
-                        reference = {
-                            name: reference_embeddings(reference_model, g) for name, g in groups.items()
-                        }
+                        reference = {"structure": embed_sets(reference_model, groups)}
+                        if reference_model is not pretrained:
+                            reference["structure_student"] = embed_sets(pretrained, groups)
                         scores["pretrained"] = [evaluate(pretrained, reference, groups)]
                         if reference_model is not pretrained:  # a cut student: where its teacher stands
                             scores["teacher"] = [evaluate(reference_model, reference, groups)]
