@@ -190,9 +190,12 @@ def test_quality_takes_arms_of_your_own_and_cuts_the_quick_student():
     assert quality.parse_args(["--arm", "cold=loss.tau=0.02"]).arms.split(",") == [*quality.ARMS, "cold"]
     assert quality.parse_args(["--quick"]).student_layers == quality.QUICK_STUDENT_LAYERS
     assert quality.parse_args([]).student_layers is None  # the full study trains the whole model
+    assert quality.parse_args(["--quick", "--student-layers", "0"]).student_layers is None
     for bad in ("cold", "cold=loss.tau", "pretrained=loss.tau=0.1", "=loss.tau=0.1"):
         with pytest.raises(SystemExit):
             quality.parse_args(["--arm", bad])
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--student-layers", "-1"])
 
 
 def test_grad_cache_smoke(tmp_path, capsys):
