@@ -37,7 +37,7 @@ smaller model. The structure's reference is the whole pretrained model in every 
 student that is the student itself, and the ``pretrained`` row scores 1.0); with a cut student the
 table adds the structure against the untrained cut student (``structure_student``).
 
-    python benchmarks/quality.py --quick                   # 2 seeds, short regime, cut student, < 20 min
+    python benchmarks/quality.py --quick                   # 2 seeds, short regime, cut student, ~25 min
     python benchmarks/quality.py --quick --student-layers 0   # the same with the whole student
     python benchmarks/quality.py --regime long --seeds 2   # 10 epochs over 200 pairs per language pair
     python benchmarks/quality.py --smoke                   # tiny random model, seconds (tests)
@@ -286,13 +286,12 @@ def cut_student(model, whole: str, layers: int, texts: list[str], work: Path) ->
     ``texts`` (every sentence the study trains or evaluates on: the same embeddings there, and a word
     table a tenth the size to load, checkpoint and export in every arm). ``model`` is the run's
     ``config.model`` (prefix and length, as the trainer loads the student)."""
-    from train_throughput import truncated_student
-
     from imascl_ray.preparation.student import load_student
     from imascl_ray.vocab import trim_vocabulary
 
-    cut = truncated_student(whole, layers, work / "uncut")
-    student = load_student(model, cut)
+    student = load_student(model, whole)  # cut and trimmed in memory: one folder written, not two
+    student.model.encoder.layer = student.model.encoder.layer[:layers]
+    student.model.config.num_hidden_layers = len(student.model.encoder.layer)
     trimmed = trim_vocabulary(student, texts)  # in place
     kept = f"{trimmed.new_vocab_size:,} of {trimmed.old_vocab_size:,} pieces"
     log(f"student: the first {layers} layers of {Path(whole).name}, {kept}")
@@ -398,8 +397,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pretrained_name = cut_student(base.model, reference_name, args.student_layers, texts, work)
             common += [f"model.name={pretrained_name}", f"teacher.name={reference_name}"]
         pretrained = load_sentence_encoder(pretrained_name)
-        reference_model = pretrained if reference_name == pretrained_name else None
-        reference_model = reference_model or load_sentence_encoder(reference_name)
+        cut = pretrained_name != reference_name
+        reference_model = load_sentence_encoder(reference_name) if cut else pretrained
         scores: dict[str, list[dict[str, float]]] = {}
         with ray_session(None, base):
             for seed in range(args.seeds):
@@ -413,10 +412,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     if "test" not in groups:  # the splits are the same for every arm and seed
                         groups["test"] = read_corpus(outcome.run_dir / "data" / "test.parquet").groups()
                         reference = {"structure": embed_sets(reference_model, groups)}
-                        if reference_model is not pretrained:
+                        if cut:
                             reference["structure_student"] = embed_sets(pretrained, groups)
                         scores["pretrained"] = [evaluate(pretrained, reference, groups)]
-                        if reference_model is not pretrained:  # a cut student: where its teacher stands
+                        if cut:  # where the cut student's teacher stands
                             scores["teacher"] = [evaluate(reference_model, reference, groups)]
                     scores.setdefault(arm, []).append(
                         evaluate(load_sentence_encoder(str(outcome.model_dir)), reference, groups)

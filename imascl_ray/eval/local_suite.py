@@ -71,6 +71,8 @@ class EncodeOnce:
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """``[len(texts), d]`` float32 embeddings in input order, as ``encoder.encode`` gives them."""
+        if not texts:
+            raise ValueError("nothing to encode")
         missing = [text for text in dict.fromkeys(texts) if text not in self.rows]
         if missing:
             embeddings = torch.as_tensor(self.encoder.encode(missing)).float()
@@ -80,8 +82,6 @@ class EncodeOnce:
                 )
             self.rows.update(zip(missing, embeddings, strict=True))
             self.encoded += len(missing)
-        if not texts:
-            raise ValueError("nothing to encode")
         return torch.stack([self.rows[text] for text in texts])
 
     def __getattr__(self, name: str):  # name, revision, embedding_dim... of the wrapped model
