@@ -198,6 +198,30 @@ def test_quality_takes_arms_of_your_own_and_cuts_the_quick_student():
         quality.parse_args(["--student-layers", "-1"])
 
 
+def test_quality_quick_is_one_epoch_on_one_worker_with_every_core(tmp_path, monkeypatch):
+    import os
+
+    import quality
+
+    import imascl_ray.preparation
+
+    monkeypatch.setattr(imascl_ray.preparation, "resolve_model", lambda name: f"resolved:{name}")
+    quick = dict(
+        item.split("=", 1) for item in quality.base_overrides(quality.parse_args(["--quick"]), tmp_path)[0]
+    )
+    # 60 steps of 32 pairs over 500 pairs a language pair (4 pairs): one pass, as the short regime
+    assert quick["schedule.max_steps"] == quick["schedule.eval_every"] == "60"
+    assert quick["data.max_pairs_per_language_pair"] == "500"
+    assert quick["scaling.num_workers"] == "1"
+    assert quick["scaling.cpus_per_worker"] == str(os.cpu_count())
+    full = dict(item.split("=", 1) for item in quality.base_overrides(quality.parse_args([]), tmp_path)[0])
+    assert (full["schedule.max_steps"], full["data.max_pairs_per_language_pair"]) == ("150", "1500")
+    assert full["scaling.num_workers"] == "2"
+    assert full["scaling.cpus_per_worker"] == str(max(1, os.cpu_count() // 2))
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--workers", "0"])
+
+
 def test_grad_cache_smoke(tmp_path, capsys):
     import grad_cache
 
