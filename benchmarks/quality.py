@@ -30,14 +30,15 @@ and the targets.
 Regimes: ``short`` (about one epoch of the quickstart's corpus) and ``long`` (many epochs over a small
 cap of pairs per language pair: where the paper saw hard labels overfit the translation pairs).
 
-``--quick`` is sized for the 2-core machine by training a **cut student**: multilingual-e5-small's
+``--quick`` is sized for the 2-core machine: 60 steps, one pass over 500 pairs a language pair, on one
+Ray Train worker that has every core, and a **cut student**: multilingual-e5-small's
 embeddings (its vocabulary trimmed to the study's sentences) and first ``--student-layers`` (4)
 transformer layers, taught by the whole model (the teacher, and MSE's target): distillation into a
 smaller model. The structure's reference is the whole pretrained model in every mode (with the whole
 student that is the student itself, and the ``pretrained`` row scores 1.0); with a cut student the
 table adds the structure against the untrained cut student (``structure_student``).
 
-    python benchmarks/quality.py --quick                   # 2 seeds, short regime, cut student, ~25 min
+    python benchmarks/quality.py --quick                   # 2 seeds, one epoch, cut student, ~15 min
     python benchmarks/quality.py --quick --student-layers 0   # the same with the whole student
     python benchmarks/quality.py --regime long --seeds 2   # 10 epochs over 200 pairs per language pair
     python benchmarks/quality.py --smoke                   # tiny random model, seconds (tests)
@@ -93,7 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="2 seeds, 60 steps, one validation, 200 test pairs per pair, the cut student (--student-layers)",
+        help="2 seeds, 60 steps over 500 pairs a language pair, one worker, one validation, 200 test "
+        "pairs a language pair, the cut student (--student-layers)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny random model and corpus (tests)")
     parser.add_argument("--regime", choices=sorted(REGIMES), default="short")
