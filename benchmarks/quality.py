@@ -85,8 +85,9 @@ REGIMES = {
     "long": {"cap": 200, "steps": 250, "eval_every": 250},
 }
 QUICK_SHORT_REGIME = {"cap": 500, "steps": 60, "eval_every": 60}
-"""``--quick``'s short regime: 60 steps of 32 pairs are one pass over 500 pairs a language pair, as the
-short regime is one pass over its cap (its 1,500 would triple the teacher cache for pairs never read)."""
+"""``--quick``'s short regime: 60 steps of 32 pairs are about one pass over 500 pairs a language pair, as
+the short regime's 150 steps are over its 1,500 (which at 60 steps would triple the teacher cache for
+pairs never read)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -455,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds,
         "steps": base.schedule.max_steps,
         "global_batch": base.schedule.global_batch_size,
+        "workers": args.workers,
         "student_layers": args.student_layers,  # None: the whole model
         "pairs": {name: {pair: len(s) for pair, (s, _) in g.items()} for name, g in groups.items()},
         "arms": {
