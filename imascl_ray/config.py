@@ -56,6 +56,9 @@ class ModelConfig:
     """Freeze the word embeddings (most of a multilingual model's parameters; a big CPU speed-up)."""
     trim_vocabulary: bool = False
     """Keep only the vocabulary pieces the corpus uses (same embeddings on its texts, far fewer rows)."""
+    unpad: bool = True
+    """Run the transformer's dense layers on the real tokens only, padding only where attention needs it
+    (BERT-family models; same embeddings, less compute); False: every layer on the padded batch."""
 
 
 @dataclass
@@ -126,6 +129,9 @@ class LossConfig:
     """Student temperature: ``sim = cos / tau``."""
     teacher_tau: float | None = None
     """Temperature of the soft labels; None: ``tau``, as in the paper."""
+    hard_mix: float = 0.0
+    """Past the paper, for ``soft``: labels ``a * I + (1 - a) * soft`` with ``a`` this value in [0, 1]
+    (0: the paper's soft labels; 1: hard InfoNCE's targets; between: the translation keeps at least ``a``)."""
     tms: bool = True
     """Add the monolingual term: ``L = lam * L_cross + L_mono`` (Eq. 8; not for ``mse``)."""
     lam: float = 0.1
@@ -397,6 +403,8 @@ def _validate(config: Config) -> None:
                 "must not be negative" if LOWER_BOUNDS[key] == 0 else f"must be at least {LOWER_BOUNDS[key]}"
             )
             raise InputError(f"{key} {need}, got {value}" + (f": {WHY[key]}" if key in WHY else ""))
+    if not 0 <= config.loss.hard_mix <= 1:
+        raise InputError(f"loss.hard_mix must be in [0, 1], got {config.loss.hard_mix}")
     if not 0 <= config.optim.warmup_ratio < 1:
         raise InputError(f"optim.warmup_ratio must be in [0, 1), got {config.optim.warmup_ratio}")
     if len(config.data.languages) < 2:

@@ -419,3 +419,95 @@ def test_the_old_loss_label_key_names_the_new_keys():
         InputError, match=r"loss\.name must be one of 'soft', 'infonce', 'mse', 'hard_negatives'"
     ):
         load_config(None, ["loss.name=hard"])
+
+
+# ------------------------------------------------------------------- past the paper: hard/soft label mix
+def hand_mixed(w, a):
+    """``a * I + (1 - a) * w``: the translation keeps at least ``a`` of each row's label."""
+    n = len(w)
+    return [[a * (i == j) + (1 - a) * w[i][j] for j in range(n)] for i in range(n)]
+
+
+@pytest.mark.parametrize("lam", [None, 0.1])
+@pytest.mark.parametrize("kind", ["priority", "average"])
+def test_the_hard_mix_is_the_loss_of_mixed_labels(kind, lam):
+    a = 0.3
+    soft = (
+        hand_priority(TEACHER_SRC, TAU) if kind == "priority" else hand_average(TEACHER_SRC, TEACHER_TGT, TAU)
+    )
+    w = hand_mixed(soft, a)
+    cross = hand_row_loss(SRC, TGT, w, TAU) + hand_col_loss(SRC, TGT, w, TAU)
+    expected = cross if lam is None else lam * cross + hand_mono_loss(SRC, TGT, w, TAU)
+    entropy, diagonal = hand_label_statistics(w)
+    for local in (False, True):
+        output = SoftContrastiveLoss(kind, tau=TAU, lam=lam, hard_mix=a, local=local)(single())
+        assert output.value.item() == pytest.approx(expected, rel=1e-12)
+        assert output.terms["cross"].item() == pytest.approx(cross, rel=1e-12)
+        assert output.statistics["entropy"].item() == pytest.approx(entropy, rel=1e-12)
+        assert output.statistics["diagonal"].item() == pytest.approx(diagonal, rel=1e-12)
+
+
+def test_a_hard_mix_of_0_is_the_soft_loss_and_of_1_hard_infonce():
+    for lam in (None, 0.1):
+        soft = SoftContrastiveLoss("priority", tau=TAU, lam=lam)(single())
+        zero = SoftContrastiveLoss("priority", tau=TAU, lam=lam, hard_mix=0.0)(single())
+        assert torch.equal(zero.value, soft.value)
+        one = SoftContrastiveLoss("priority", tau=TAU, lam=lam, hard_mix=1.0)(single())
+        hard = InfoNCELoss(tau=TAU, lam=lam)(single(anchor=None, other=None))
+        assert one.value.item() == pytest.approx(hard.value.item(), rel=1e-12)
+        assert one.statistics["diagonal"].item() == pytest.approx(1.0) and one.statistics["entropy"] == 0
+    # the targets themselves: a = 1 gives the identity's rows and columns on every block of rows
+    n, block = 8, 4
+    torch.manual_seed(4)
+    teacher, src, tgt = (torch.randn(n, 5, dtype=torch.float64) for _ in range(3))
+    loss = SoftContrastiveLoss("priority", tau=TAU, hard_mix=1.0, local=True)
+    whole_lse = torch.logsumexp(F.normalize(teacher, dim=1) @ F.normalize(teacher, dim=1).T / TAU, dim=1)
+    for offset in (0, block):
+        inputs = LossInputs(
+            src[offset : offset + block], tgt[offset : offset + block], src, tgt, teacher,
+            offset=offset, world_size=2, gather=lambda _, lse=whole_lse: lse,
+        )  # fmt: skip
+        eye = torch.eye(n, dtype=torch.float64)[offset : offset + block]
+        labels = loss.label_blocks(inputs, inputs.rows)
+        torch.testing.assert_close(labels.rows, eye, rtol=0, atol=1e-15)
+        torch.testing.assert_close(labels.columns, eye, rtol=0, atol=1e-15)
+
+
+def test_a_partial_hard_mix_puts_its_floor_on_every_block_of_columns():
+    """The local form's column block of ``a I + (1 - a) w`` is ``w[:, R].T`` mixed at the block's offset."""
+    n, block, a = 8, 4, 0.4
+    torch.manual_seed(6)
+    teacher, src, tgt = (torch.randn(n, 5, dtype=torch.float64) for _ in range(3))
+    w = soft_labels(teacher, kind="priority", tau=TAU)
+    mixed = a * torch.eye(n, dtype=torch.float64) + (1 - a) * w
+    loss = SoftContrastiveLoss("priority", tau=TAU, hard_mix=a, local=True)
+    whole_lse = torch.logsumexp(F.normalize(teacher, dim=1) @ F.normalize(teacher, dim=1).T / TAU, dim=1)
+    for offset in (0, block):
+        inputs = LossInputs(
+            src[offset : offset + block], tgt[offset : offset + block], src, tgt, teacher,
+            offset=offset, world_size=2, gather=lambda _, lse=whole_lse: lse,
+        )  # fmt: skip
+        labels = loss.label_blocks(inputs, inputs.rows)
+        torch.testing.assert_close(labels.rows, mixed[offset : offset + block], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            labels.columns, mixed[:, offset : offset + block].T, rtol=1e-12, atol=1e-12
+        )
+
+
+def test_the_hard_mix_comes_from_the_config_and_is_checked():
+    assert build_loss(LossConfig(name="soft", hard_mix=0.25)).hard_mix == 0.25
+    assert build_loss(LossConfig(name="soft")).hard_mix == 0.0  # the paper's labels by default
+    assert load_config(None, ["loss.hard_mix=0.5"]).loss.hard_mix == 0.5
+    for bad in ("1.5", "-0.1"):
+        with pytest.raises(InputError, match=rf"loss.hard_mix must be in \[0, 1\], got {bad}"):
+            load_config(None, [f"loss.hard_mix={bad}"])
+    with pytest.raises(ValueError, match="hard_mix must be in"):
+        SoftContrastiveLoss("priority", tau=TAU, hard_mix=2.0)
+    assert torch.autograd.gradcheck(
+        lambda s, t: (
+            SoftContrastiveLoss("average", tau=TAU, lam=0.1, hard_mix=0.5)(
+                LossInputs.single_process(s, t, t64(TEACHER_SRC), t64(TEACHER_TGT))
+            ).value
+        ),
+        (t64(SRC, grad=True), t64(TGT, grad=True)),
+    )

@@ -104,6 +104,8 @@ class SoftContrastiveLoss(ContrastiveLoss):
     Args:
         labels: ``priority`` (the anchor language's teacher similarities) or ``average`` (both sides').
         teacher_tau: the labels' temperature (None: ``tau``, as in the paper).
+        hard_mix: ``a`` in ``w = a * I + (1 - a) * soft`` (past the paper: 0 is its soft labels, 1 hard
+            InfoNCE's identity targets; in between, a floor of ``a`` on every translation's label).
         tau, lam, margin, local: as :class:`ContrastiveLoss`.
     """
 
@@ -116,6 +118,7 @@ class SoftContrastiveLoss(ContrastiveLoss):
         *,
         tau: float,
         teacher_tau: float | None = None,
+        hard_mix: float = 0.0,
         lam: float | None = None,
         margin: float = 0.0,
         local: bool = False,
@@ -125,8 +128,11 @@ class SoftContrastiveLoss(ContrastiveLoss):
             raise ValueError(
                 f"unknown soft-label kind {labels!r}; expected one of {', '.join(SOFT_LABEL_KINDS)}"
             )
+        if not 0.0 <= hard_mix <= 1.0:
+            raise ValueError(f"hard_mix must be in [0, 1], got {hard_mix}")
         self.labels = labels
         self.teacher_tau = tau if teacher_tau is None else teacher_tau
+        self.hard_mix = hard_mix
 
     def check(self, inputs: LossInputs) -> None:
         super().check(inputs)
@@ -154,19 +160,38 @@ class SoftContrastiveLoss(ContrastiveLoss):
         logsumexp = torch.logsumexp(logits, dim=1)
         row_labels = torch.exp(logits - logsumexp[:, None])
         own = torch.arange(row_labels.shape[0], device=row_labels.device)
-        statistics = {
-            # entropy_i = lse_i - sum_j w_ij logits_ij (as log w_ij = logits_ij - lse_i), with no third block
-            "entropy": (logsumexp.sum() - sum_of_products(row_labels, logits)).detach(),
-            "diagonal": row_labels[own, own + rows.start].sum().detach(),
-        }
+        if self.hard_mix:
+            row_labels = self._mixed(row_labels, rows)
+            statistics = {"entropy": _entropy_sum(row_labels)}
+        else:
+            # entropy_i = lse_i - sum_j w_ij logits_ij (as log w_ij = logits_ij - lse_i), no third block
+            statistics = {"entropy": (logsumexp.sum() - sum_of_products(row_labels, logits)).detach()}
+        statistics["diagonal"] = row_labels[own, own + rows.start].sum().detach()
         if row_labels.shape[0] == inputs.batch_size:
             return LabelBlocks(row_labels, row_labels.T, statistics)
         logsumexp_all = inputs.gather(logsumexp)
         col_labels = logits.sub_(logsumexp_all[None, :]).exp_()  # in place: the logits are not needed again
+        if self.hard_mix:  # the identity's columns of a block of rows are its rows: the same mix
+            col_labels = self._mixed(col_labels, rows)
         return LabelBlocks(row_labels, col_labels, statistics)
 
+    def _mixed(self, block: Tensor, rows: slice) -> Tensor:
+        """``a * I[R, :] + (1 - a) * block`` for the block of rows ``R`` (in place on ``block``)."""
+        own = torch.arange(block.shape[0], device=block.device)
+        block.mul_(1.0 - self.hard_mix)
+        block[own, own + rows.start] += self.hard_mix
+        return block
+
     def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, labels={self.labels!r}, teacher_tau={self.teacher_tau})"
+        return (
+            f"{super().__repr__()[:-1]}, labels={self.labels!r}, teacher_tau={self.teacher_tau}, "
+            f"hard_mix={self.hard_mix})"
+        )
+
+
+def _entropy_sum(labels: Tensor) -> Tensor:
+    """``sum_i -sum_j w_ij log w_ij`` of a block of label rows (``0 log 0 = 0``), detached."""
+    return -torch.special.xlogy(labels, labels).sum().detach()
 
 
 class InfoNCELoss(ContrastiveLoss):

@@ -20,7 +20,8 @@ def build_loss(config: LossConfig) -> Loss:
     """The loss ``config`` names, with its temperatures, TMS weight, margin and form.
 
     ``loss.tms`` turns ``loss.lam`` on (``lam * L_cross + L_mono``) for the contrastive losses; ``mse``
-    has no settings. ``loss.labels`` and ``loss.teacher_tau`` are the soft loss's.
+    has no settings. ``loss.labels``, ``loss.teacher_tau`` and ``loss.hard_mix`` are the soft loss's
+    (the others ignore them, so one sweep can search them beside ``loss.name``).
     """
     if config.name not in LOSSES:
         raise ValueError(f"unknown loss {config.name!r}; expected one of {', '.join(LOSSES)}")
@@ -33,5 +34,7 @@ def build_loss(config: LossConfig) -> Loss:
         "local": config.local,
     }
     if config.name == "soft":
-        return SoftContrastiveLoss(config.labels, teacher_tau=config.teacher_tau, **contrastive)
+        return SoftContrastiveLoss(
+            config.labels, teacher_tau=config.teacher_tau, hard_mix=config.hard_mix, **contrastive
+        )
     return LOSSES[config.name](**contrastive)
