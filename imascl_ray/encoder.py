@@ -10,6 +10,9 @@ which costs most of the compute on short sentences).
 ``sentence_transformers.SentenceTransformer(directory)`` loads and that gives the same embeddings;
 ``SentenceEncoder.from_pretrained`` reads such a folder back, its pooling, normalisation and prefix
 included.
+
+With ``unpad`` on (the default) the transformer's dense layers see only the real tokens
+(:mod:`imascl_ray.unpad`): the same embeddings up to float rounding, without the padding's compute.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imascl_ray.errors import InputError
+from imascl_ray.unpad import pool_unpadded, unpadded_hidden, unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +138,8 @@ class SentenceEncoder(nn.Module):
         normalize: whether embeddings are L2-normalised (then dot product = cosine).
         max_length: longest token sequence fed to the model (longer texts are truncated).
         embedding_dim: ``d``, the model's hidden size.
+        unpad: run the dense layers on the real tokens only (:mod:`imascl_ray.unpad`) where the model's
+            architecture allows it (BERT family); otherwise, or when False, the padded batch.
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class SentenceEncoder(nn.Module):
         normalize: bool = True,
         prefix: str = "",
         max_length: int = 128,
+        unpad: bool = True,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -159,6 +166,8 @@ class SentenceEncoder(nn.Module):
         self.normalize = normalize
         self.prefix = prefix
         self.max_length = max_length
+        self.unpad = unpad
+        self._warned_padded = False
         self.train(model.training)  # from_pretrained gives eval mode; keep the model's mode
 
     # ------------------------------------------------------------------ loading
@@ -172,13 +181,14 @@ class SentenceEncoder(nn.Module):
         prefix: str | None = None,
         max_length: int | None = None,
         trust_remote_code: bool = False,
+        unpad: bool = True,
     ) -> SentenceEncoder:
         """Load a hub id, a plain Hugging Face folder or a sentence-transformers folder.
 
         For a sentence-transformers folder (for example one written by :meth:`save`) its recorded
         pooling, normalisation and prefix are used unless given here; otherwise the defaults are mean
         pooling, normalisation on, no prefix and ``max_length`` 128. ``trust_remote_code`` stays off
-        unless asked for.
+        unless asked for. ``unpad``: see the class.
         """
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -208,6 +218,7 @@ class SentenceEncoder(nn.Module):
             normalize=normalize,
             prefix=prefix,
             max_length=int(max_length),
+            unpad=unpad,
         )
 
     # ------------------------------------------------------------------ properties
@@ -248,9 +259,26 @@ class SentenceEncoder(nn.Module):
         """Pooled (and optionally normalised) embeddings ``[n, d]`` of already tokenised inputs."""
         device = self.device
         features = {key: value.to(device) for key, value in features.items()}
-        hidden = self.model(**features).last_hidden_state
-        embeddings = pool(hidden, features["attention_mask"], self.pooling)
+        if self.unpadded(features["attention_mask"]):
+            hidden, unpadding = unpadded_hidden(self.model, features)
+            embeddings = pool_unpadded(hidden, unpadding, self.pooling)
+        else:
+            hidden = self.model(**features).last_hidden_state
+            embeddings = pool(hidden, features["attention_mask"], self.pooling)
         return F.normalize(embeddings, p=2, dim=-1) if self.normalize else embeddings
+
+    def unpadded(self, attention_mask: Tensor) -> bool:
+        """Whether :meth:`embed_tokens` runs this batch unpadded: ``unpad`` on, a BERT-family model
+        (:func:`imascl_ray.unpad.unsupported_reason`; else a warning, once) and no empty row."""
+        if not self.unpad:
+            return False
+        reason = unsupported_reason(self.model)
+        if reason is not None:
+            if not self._warned_padded:
+                logger.warning("%s: running padded, not unpadded: %s", self.name, reason)
+                self._warned_padded = True
+            return False
+        return attention_mask.shape[0] > 0 and bool(attention_mask.sum(dim=1).min() > 0)
 
     def forward(self, texts: Sequence[str]) -> Tensor:
         """Embeddings ``[n, d]`` with gradient (training mode follows ``self.training``)."""

@@ -44,6 +44,7 @@ def load_student(model: ModelConfig, path: str):
         prefix=model.prefix,
         max_length=model.max_length,
         trust_remote_code=model.trust_remote_code,
+        unpad=model.unpad,
     )
 
 
