@@ -381,10 +381,15 @@ LOWER_BOUNDS: dict[str, int] = {
     "schedule.keep_checkpoints": 1,
     "scaling.num_workers": 1,
     "scaling.max_failures": 0,
+    "optim.weight_decay": 0,
 }
 """The smallest value of each bounded key (None, where a key allows it, is always allowed)."""
-POSITIVE = ("loss.tau", "loss.teacher_tau", "optim.lr", "scaling.cpus_per_worker")
-WHY = {"data.validation_pairs": "the validation pairs score every run and choose its best checkpoint"}
+POSITIVE = ("loss.tau", "loss.teacher_tau", "optim.lr", "optim.max_grad_norm", "scaling.cpus_per_worker")
+WHY = {
+    "data.validation_pairs": "the validation pairs score every run and choose its best checkpoint",
+    "optim.max_grad_norm": "clipping to a norm of 0 would zero every gradient",
+}
+"""Why a bound holds, where the message should say (every float is also finite: see the sections' rules)."""
 
 
 def _validate(config: Config) -> None:
@@ -397,7 +402,7 @@ def _validate(config: Config) -> None:
         if value is None:
             continue
         if key in POSITIVE and value <= 0:
-            raise InputError(f"{key} must be positive, got {value}")
+            raise InputError(f"{key} must be positive, got {value}" + (f": {WHY[key]}" if key in WHY else ""))
         if key in LOWER_BOUNDS and value < LOWER_BOUNDS[key]:
             need = (
                 "must not be negative" if LOWER_BOUNDS[key] == 0 else f"must be at least {LOWER_BOUNDS[key]}"
@@ -405,6 +410,10 @@ def _validate(config: Config) -> None:
             raise InputError(f"{key} {need}, got {value}" + (f": {WHY[key]}" if key in WHY else ""))
     if not 0 <= config.loss.hard_mix <= 1:
         raise InputError(f"loss.hard_mix must be in [0, 1], got {config.loss.hard_mix}")
+    if not all(0 <= beta < 1 for beta in config.optim.betas):
+        raise InputError(
+            f"optim.betas must both be in [0, 1) (AdamW's moment decay rates), got {list(config.optim.betas)}"
+        )
     if not 0 <= config.optim.warmup_ratio < 1:
         raise InputError(f"optim.warmup_ratio must be in [0, 1), got {config.optim.warmup_ratio}")
     if len(config.data.languages) < 2:

@@ -27,8 +27,11 @@ import yaml
 
 from imascl_ray.errors import InputError
 
-SECTION_RULES = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True, coerce_numbers_to_str=True)
-"""Unknown keys are errors; the string under a field is its description; a number may be given for a str."""
+SECTION_RULES = pydantic.ConfigDict(
+    extra="forbid", use_attribute_docstrings=True, coerce_numbers_to_str=True, allow_inf_nan=False
+)
+"""Unknown keys are errors; the string under a field is its description; a number may be given for a str;
+every float is finite (``nan`` and ``inf`` are no learning rate, temperature or weight)."""
 _WHOLE_OR_FLAG = {"int": int, "bool": bool, "int | None": int | None, "bool | None": bool | None}
 # Keyed by the annotation as written (a string under ``from __future__ import annotations``) and as a type.
 STRICT = {
@@ -54,7 +57,8 @@ def section_dataclass(cls: type) -> type:
 
 def compose_yaml_file(path: Path, what: str = "config file") -> yaml.Node | None:
     """The YAML node tree of ``path`` (it keeps line numbers), None for an empty file; an unreadable,
-    non-UTF-8 or invalid file is an :class:`InputError` naming it."""
+    non-UTF-8 or invalid file, or one that repeats a key in a mapping (:func:`refuse_repeated_keys`), is
+    an :class:`InputError` naming it. Recipes and search-space files are both read here."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -62,9 +66,41 @@ def compose_yaml_file(path: Path, what: str = "config file") -> yaml.Node | None
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
-        return yaml.compose(text)
+        root = yaml.compose(text)
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML: {error}") from None
+    if root is not None:
+        refuse_repeated_keys(root, path)
+    return root
+
+
+def refuse_repeated_keys(root: yaml.Node, path: Path) -> None:
+    """An :class:`InputError` naming the file and line of the first key repeated in one mapping, at any
+    depth: YAML loaders keep the last value silently (and a repeated section would merge), so a typo
+    or a pasted block would change a run without a word."""
+    visited: set[int] = set()
+
+    def walk(node: yaml.Node) -> None:  # in document order, so the first repeat in the file is named
+        if id(node) in visited:  # an alias shares its anchor's node
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[tuple[str, Any], int] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                    if key in first_line:
+                        raise InputError(
+                            f"{path}, line {line}: {key_node.value!r} appears twice in one mapping "
+                            f"(first on line {first_line[key]}); keep one"
+                        )
+                    first_line[key] = line
+                walk(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+
+    walk(root)
 
 
 def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -259,6 +295,8 @@ def _explain(
             return f"{where}: unknown section {key.partition('.')[0]!r}{closest(key, hints)}"
         return f"{where}: unknown key {key!r}{closest(key, hints)}"
     hint, value = hints.get(key), values.get(key, error.get("input"))
+    if error["type"] == "finite_number":
+        return f"{where}: {key} must be a finite number, got {value!r}"
     if typing.get_origin(hint) is Literal:
         return f"{where}: {key} must be one of {', '.join(map(repr, typing.get_args(hint)))}, got {value!r}"
     return f"{where}: {key} must be {type_name(hint)}, got {value!r} ({type(value).__name__})"

@@ -49,6 +49,7 @@ from imascl_ray.tune.space_yaml import (
     closest,
     compose,
     example,
+    finite,
     is_int,
     mapping_entries,
     node_value,
@@ -372,8 +373,11 @@ def _parse_scheduler(
             f"{where.get('grace_period', path)}: scheduler grace_period must be an integer in "
             f"[1, max_t={max_t}]"
         )
-    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 1:
-        raise InputError(f"{where.get('reduction_factor', path)}: scheduler reduction_factor must exceed 1")
+    if not finite(factor) or factor <= 1:
+        raise InputError(
+            f"{where.get('reduction_factor', path)}: scheduler reduction_factor must exceed 1 (a finite "
+            f"number), got {factor!r}"
+        )
     return SchedulerSettings("asha", time_attr, int(grace), int(max_t), float(factor))
 
 
@@ -390,8 +394,8 @@ def _parse_resources(entry: tuple[yaml.Node, yaml.Node] | None, path: Path) -> f
                 "set under 'overrides')"
             )
         value = node_value(value_node)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InputError(f"{where}: resources trial_cpus must be a number >= 0, got {value!r}")
+        if not finite(value) or value < 0:
+            raise InputError(f"{where}: resources trial_cpus must be a finite number >= 0, got {value!r}")
         trial_cpus = float(value)
     return trial_cpus
 

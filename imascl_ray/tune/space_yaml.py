@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,11 @@ def compose(path: Path) -> yaml.Node:
 
 
 def mapping_entries(node: yaml.Node, path: Path, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    """``{key: (key node, value node)}`` of a mapping node; an error for another node or a repeated key."""
+    """``{key: (key node, value node)}`` of a mapping node; an error for another node. (A repeated key
+    never gets here: :func:`compose`, the recipes' loader, refuses it at any depth with its line.)"""
     if not isinstance(node, yaml.MappingNode):
         raise InputError(f"{at(path, node)}: {what} must be a mapping of keys to values")
-    entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for key_node, value_node in node.value:
-        key = str(key_node.value)
-        if key in entries:
-            raise InputError(f"{at(path, key_node)}: {key!r} appears twice")
-        entries[key] = (key_node, value_node)
-    return entries
+    return {str(key_node.value): (key_node, value_node) for key_node, value_node in node.value}
 
 
 def node_value(node: yaml.Node) -> Any:
@@ -67,15 +63,22 @@ def example(kind: str) -> str:
 
 
 def number(value: Any, where: str) -> float:
-    """A float from a YAML number or a string such as ``1e-5`` (YAML 1.1 reads that as a string)."""
+    """A finite float from a YAML number or a string such as ``1e-5`` (YAML 1.1 reads that as a string);
+    ``nan`` and ``inf`` (``.nan``, ``'inf'``...) are errors: no range or point is made of them."""
     if isinstance(value, bool):
         raise InputError(f"{where}: expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        return float(value)
+        result = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{where}: expected a number, got {value!r}") from None
+    if not math.isfinite(result):
+        raise InputError(f"{where}: expected a finite number, got {value!r}")
+    return result
+
+
+def finite(value: Any) -> bool:
+    """A finite int or float that is not a bool (a scheduler or resources setting)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_int(value: Any) -> bool:
