@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 NAME = "corpus"
 HELP = "Build (from gettext catalogues), inspect and prepare (pairs, cap, split, decontaminate) corpora."
@@ -197,6 +199,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if args.validation and not args.validation_out:
         raise InputError("--validation-out: needed when --validation is given")
+    refuse_overwrites(
+        [("the input corpus", args.path), *(("--evaluation", path) for path in args.evaluation)],
+        [("--train-out", args.train_out), ("--validation-out", args.validation_out)],
+    )
     for output in (args.train_out, args.validation_out):
         if output is not None:
             corpus_format(output)  # a bad extension stops before the corpus is read
@@ -220,6 +226,9 @@ def _prepare(args: argparse.Namespace) -> int:
         sets = {path: read_evaluation_sentences(path) for path in args.evaluation}
         train, report = contamination_filter(train, sets)
         print(report.summary())
+    if not len(train):
+        steps = "the evaluation filter (--evaluation)" if args.evaluation else "the validation split"
+        raise InputError(f"{args.path}: no training pairs left after {steps}; nothing was written")
     check_writable(train, args.train_out)  # neither file is written when one of them cannot be
     if validation is not None:
         check_writable(validation, args.validation_out)
@@ -228,3 +237,32 @@ def _prepare(args: argparse.Namespace) -> int:
     if validation is not None:
         print(f"wrote {write_corpus(validation, args.validation_out)}")
     return 0
+
+
+def refuse_overwrites(inputs: list[tuple[str, str]], outputs: list[tuple[str, str | None]]) -> None:
+    """An error, before anything is read or written, when an output file is an input or another output
+    (the same file however spelled: resolved paths, links, hard links): writing it would replace the
+    corpus with its own copy, or one split with the other. ``(label, path)`` pairs; None: no output."""
+    from imascl_ray.errors import InputError
+
+    taken = list(inputs)
+    for label, path in outputs:
+        if path is None:
+            continue
+        for other_label, other in taken:
+            if _same_file(path, other):
+                why = "replace that input" if (other_label, other) in inputs else "replace the other output"
+                raise InputError(
+                    f"{label} {path} is the same file as {other_label} {other} ({Path(path).resolve()}): "
+                    f"writing it would {why}; choose another output file"
+                )
+        taken.append((label, path))
+
+
+def _same_file(first: str, second: str) -> bool:
+    if Path(first).resolve() == Path(second).resolve():
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False

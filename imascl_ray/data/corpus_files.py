@@ -7,7 +7,8 @@ quoting (a sentence holds no tab or newline). JSONL has one object a line with t
 Every problem a user can cause raises :class:`~imascl_ray.errors.InputError` naming the file and the
 line (Parquet: the row) and field: a missing or repeated column (a repeated JSON key), a line with the
 wrong number of fields, bytes that are not UTF-8, an unknown language code, an empty or whitespace-only
-sentence (``empty="error"``; by default such rows are dropped and counted in ``Corpus.dropped["empty"]``).
+sentence (``empty="error"``; by default such rows are dropped and counted in ``Corpus.dropped["empty"]``),
+a file without any pair.
 Files are written whole or not at all (a temporary file in the same folder, then renamed).
 """
 
@@ -47,6 +48,9 @@ def read_corpus(path: str | Path, *, empty: str = "drop") -> Corpus:
         path: the file.
         empty: what to do with an empty or whitespace-only sentence: ``"drop"`` the row (counted in
             ``corpus.dropped["empty"]`` and logged) or raise an ``"error"`` naming the line.
+
+    A file with no pair (a header only, no rows, or only rows dropped for an empty sentence) is an
+    error naming it: nothing trains, prepares or evaluates on it, so it is a mistake wherever it is read.
     """
     path = Path(path)
     kind = corpus_format(path)
@@ -72,7 +76,8 @@ def build_corpus(
     """Check and collect ``(row number, record)`` rows into a corpus (shared by every reader).
 
     ``where(row_number)`` names the place for messages (``"data.tsv line 7"``). Language codes are
-    checked once per distinct value; sentences are stripped of surrounding whitespace.
+    checked once per distinct value; sentences are stripped of surrounding whitespace. No pair at all
+    is an error naming ``source``.
     """
     columns: dict[str, list[str]] = {name: [] for name in (*COLUMNS, PROVENANCE)}
     known_codes: dict[object, str] = {}
@@ -107,6 +112,9 @@ def build_corpus(
         values[PROVENANCE] = "" if provenance is None else str(provenance)
         for field, value in values.items():
             columns[field].append(value)
+    if not columns["src"]:
+        why = f"all {dropped} rows have an empty sentence" if dropped else "no rows, or a header only"
+        raise InputError(f"{source}: no sentence pairs ({why}); a corpus needs at least one pair")
     if dropped:
         logger.warning(
             "%s: dropped %d pair(s) with an empty or whitespace-only sentence (first: %s)",
