@@ -2,7 +2,10 @@
 
 Speed on a shared machine is noisy, so every benchmark measures its variants *interleaved* after a
 warm-up (``a, b, c, a, b, c, ...``) and reports medians: whatever else runs on the machine slows every
-variant alike, and the ratios between them stay fair within one run.
+variant alike, and the ratios between them stay fair within one run. Each ratio is reported as the
+min / median / max over rounds of the two variants' times in the same round (:func:`ratio_summary`), and
+the load average before and after the timing (:func:`load_average`, :func:`stability`) says how quiet
+the machine was: the figures of two runs agree only as well as the machine held still.
 """
 
 from __future__ import annotations
@@ -26,14 +29,18 @@ from imascl_ray.testing import set_test_environment  # noqa: E402  (after the pa
 
 __all__ = [
     "add_work_dir",
+    "cores",
     "emit",
     "fill_defaults",
     "interleaved",
+    "load_average",
     "log",
     "machine",
     "median",
+    "ratio_summary",
     "rounded",
     "set_test_environment",
+    "stability",
 ]
 
 WORK_DIR = Path.home() / ".cache" / "imascl-ray" / "benchmarks"
@@ -76,6 +83,62 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_average() -> dict[str, float]:
+    """``os.getloadavg()``: runnable processes over the last 1, 5 and 15 minutes."""
+    one, five, fifteen = os.getloadavg()
+    return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
+
+
+def ratio_summary(
+    times: Mapping[str, Sequence[float]], fast: str, slow: str, every: int = 1
+) -> dict[str, float | int] | None:
+    """Min / median / max over rounds of ``time(slow) / time(fast)`` (how many times faster ``fast`` is).
+
+    Only rounds where both ran count; ``slow`` may have run every ``every``-th round only (then ``fast``'s
+    rounds are taken at the same stride). None when either variant did not run.
+    """
+    if not times.get(fast) or not times.get(slow):
+        return None
+    fast_times = list(times[fast])[::every] if len(times[slow]) < len(times[fast]) else list(times[fast])
+    count = min(len(fast_times), len(times[slow]))
+    ratios = [s / f for f, s in zip(fast_times[:count], list(times[slow])[:count], strict=True)]
+    return {
+        "min": rounded(min(ratios)),
+        "median": rounded(median(ratios)),
+        "max": rounded(max(ratios)),
+        "rounds": count,
+    }
+
+
+def stability(before: Mapping[str, float], after: Mapping[str, float], threads: int) -> dict[str, Any]:
+    """Whether the machine was quiet while the benchmark timed, and if not, why its figures may move.
+
+    Quiet: the 1-minute load average stayed below half a core before the timing started (the benchmark
+    itself then adds about its thread count by the end). Otherwise other processes shared the cores
+    and two runs' ratios can differ by more than 0.1: the note says so with the figures.
+    """
+    cpus = cores()
+    quiet = before["1m"] < 0.5
+    if quiet:
+        note = f"quiet: load average {before['1m']} before the timing on {cpus} CPUs"
+    else:
+        note = (
+            f"not quiet: load average {before['1m']} (1 min) before the timing and {after['1m']} after, "
+            f"on {cpus} CPUs with {threads} torch threads here: other processes shared the cores, so the "
+            "rounds' ratios spread (see their min and max) and a second run may differ by more than 0.1"
+        )
+    loads = {"load_before": dict(before), "load_after": dict(after)}
+    return {"quiet": quiet, "cpus": cpus, **loads, "note": note}
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
@@ -87,6 +150,7 @@ def interleaved(
     rounds: int,
     repeats: Mapping[str, int] | None = None,
     budget_s: float | None = None,
+    min_rounds: int = 1,
     log: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
@@ -97,9 +161,10 @@ def interleaved(
     follows the same one: a variant that frees gigabytes (the authors' 512-token step) would otherwise
     always hand the next one a process that must fault its memory back in. ``repeats[name]`` lets a
     slow variant run only every k-th round (still interleaved with the others). ``budget_s``: no new
-    round starts once this many seconds have passed since the call, warm-up included (at least one
-    timed round always runs). ``clock``: what a call's duration is read from (``time.process_time`` for
-    the CPU time the process spent, which other processes' load disturbs far less than wall time).
+    round starts once this many seconds have passed since the call, warm-up included (at least
+    ``min_rounds`` timed rounds always run). ``clock``: what a call's duration is read from
+    (``time.process_time`` for the CPU time the process spent, which other processes' load disturbs far
+    less than wall time).
     """
     repeats = dict(repeats or {})
     started = time.perf_counter()
@@ -121,7 +186,8 @@ def interleaved(
             ran.append(name)
         if log:
             log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in ran))
-        if budget_s is not None and time.perf_counter() - started > budget_s:
+        over_budget = budget_s is not None and time.perf_counter() - started > budget_s
+        if over_budget and r + 1 >= min_rounds:
             break
     return times
 

@@ -3,14 +3,17 @@
 The model is a BERT-base-sized encoder (hidden 768, 12 layers, 12 heads, FFN 3072, multilingual-e5-base's
 250,002-piece vocabulary) with *random* weights from that config (GPU machines have no hub), inside the
 project's :class:`~imascl_ray.encoder.SentenceEncoder` (mean pooling, L2 normalisation). Inputs are random
-token ids, every sequence exactly ``--seq-len`` tokens (128; no padding, so the FLOPs are exact). A step:
+token ids, every sequence exactly ``--seq-len`` tokens (128; no padding), or with ``--ragged`` each of a
+seeded random length between a quarter of ``--seq-len`` and all of it, padded to ``--seq-len`` (the
+project's encoder runs them unpadded, :mod:`imascl_ray.unpad`, unless ``--padded``). A step:
 encode the source and target sides with gradient under the project's bf16 autocast, the soft loss with
 cached-teacher labels (:class:`imascl_ray.losses.SoftContrastiveLoss`: Priority, TMS ``lam=0.1``, as the
 training loop calls it), backward, gradient clipping, the project's AdamW (fused), synchronise.
 
 Model FLOPs per step (the usual MFU convention: matmuls only, backward = 2 x forward, embeddings and
-optimiser not counted): ``3 * tokens * (2 * P_layers + 4 * L * seq_len * hidden)``, with ``P_layers``
-the parameters of the transformer layers' matmuls and ``tokens = 2 * pairs * seq_len``. MFU is achieved
+optimiser not counted), summed over the *real* tokens of every sequence of length ``l``:
+``3 * l * (2 * P_layers + 4 * L * l * hidden)``, with ``P_layers`` the parameters of the transformer layers'
+matmuls (padding does no useful work and is not counted). MFU is achieved
 FLOP/s over ``--peak-tflops`` (default: the dense bf16 peak of known GPUs, e.g. 989 for H100 SXM / H200).
 Target: >= 40 %.
 
@@ -65,6 +68,23 @@ def model_flops_per_step(config: Any, pairs: int, seq_len: int) -> float:
     return 3.0 * tokens * (2 * matmul_params + 4 * layers * seq_len * d)
 
 
+def model_flops_for_lengths(config: Any, lengths: Any) -> float:
+    """Training FLOPs of one step over sequences of these real lengths (see the module docstring)."""
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    matmul_params = layers * (4 * d * d + 2 * d * ff)
+    return float(sum(3.0 * int(n) * (2 * matmul_params + 4 * layers * int(n) * d) for n in lengths))
+
+
+def sequence_lengths(args: Any, seed: int) -> Any:
+    """Real tokens of each of ``args.batch`` sequences: all ``seq_len``, or seeded ragged lengths."""
+    import torch
+
+    if not args.ragged:
+        return torch.full((args.batch,), args.seq_len, dtype=torch.long)
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    return torch.randint(max(2, args.seq_len // 4), args.seq_len + 1, (args.batch,), generator=generator)
+
+
 def build_encoder(sizes: dict[str, int], seq_len: int, device):
     from transformers import BertConfig, BertModel
 
@@ -81,16 +101,29 @@ def build_encoder(sizes: dict[str, int], seq_len: int, device):
     return encoder.to(device).train(), config
 
 
-def random_features(config: Any, pairs: int, seq_len: int, device, seed: int):
+def random_features(config: Any, pairs: int, seq_len: int, device, seed: int, lengths: Any = None):
+    """Random token ids ``[pairs, seq_len]``; past each row's length (``lengths``) padding, masked."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, config.vocab_size, (pairs, seq_len), generator=generator)
+    mask = torch.ones_like(ids)
+    if lengths is not None:
+        mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()
+        ids = ids.masked_fill(mask == 0, config.pad_token_id)
     return {
         "input_ids": ids.to(device),
-        "attention_mask": torch.ones_like(ids).to(device),
+        "attention_mask": mask.to(device),
         "token_type_ids": torch.zeros_like(ids).to(device),
     }
+
+
+def step_features(config: Any, args: Any, device, i: int) -> list[dict[str, Any]]:
+    """Step ``i``'s source and target features (the same for every variant)."""
+    return [
+        random_features(config, args.batch, args.seq_len, device, seed, sequence_lengths(args, seed))
+        for seed in (2 * i, 2 * i + 1)
+    ]
 
 
 def project_step(encoder, config, args, device, precision):
@@ -107,8 +140,7 @@ def project_step(encoder, config, args, device, precision):
     soft = SoftContrastiveLoss("priority", tau=0.1, teacher_tau=0.05, lam=0.1)
 
     def step(i: int) -> None:
-        src_features = random_features(config, args.batch, args.seq_len, device, 2 * i)
-        tgt_features = random_features(config, args.batch, args.seq_len, device, 2 * i + 1)
+        src_features, tgt_features = step_features(config, args, device, i)
         with autocast(precision, device):
             src, tgt = encoder.embed_tokens(src_features), encoder.embed_tokens(tgt_features)
             loss = soft(gather_inputs(src, tgt, teacher)).value
@@ -119,6 +151,7 @@ def project_step(encoder, config, args, device, precision):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    step.transformer = encoder.model
     return step
 
 
@@ -148,10 +181,7 @@ def st_step(encoder, config, args, device):
     dtype = torch.bfloat16 if args.precision == "bf16" else None
 
     def step(i: int) -> None:
-        features = [
-            random_features(config, args.batch, args.seq_len, device, 2 * i),
-            random_features(config, args.batch, args.seq_len, device, 2 * i + 1),
-        ]
+        features = step_features(config, args, device, i)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = loss_module(features, None)
         loss.backward()
@@ -161,6 +191,7 @@ def st_step(encoder, config, args, device):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    step.transformer = model[0].auto_model
     return step
 
 
@@ -176,6 +207,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's bf16 dense peak")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default=None, help="default bf16")
     parser.add_argument("--compare-st", action="store_true", help="also time sentence-transformers (c)")
+    parser.add_argument("--ragged", action="store_true", help="sequences of random lengths, padded")
+    parser.add_argument("--padded", action="store_true", help="the project's encoder without unpadding")
     args = parser.parse_args(argv)
     smoke = args.smoke
     defaults = {
@@ -214,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
     encoder, config = build_encoder(TINY if args.smoke else BASE, args.seq_len, device)
+    encoder.unpad = not args.padded
     precision = resolve_precision(args.precision, device)
     variants = {"soft": project_step(encoder, config, args, device, precision)}
     if args.compare_st:
@@ -228,7 +262,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             started = time.perf_counter()
             step(args.warmup + i)
             times[name].append(time.perf_counter() - started)
-    flops = model_flops_per_step(config, args.batch, args.seq_len)
+    from imascl_ray.unpad import count_dense_tokens
+
+    timed = range(args.warmup, args.warmup + args.steps)
+    per_step = [torch.cat([sequence_lengths(args, 2 * i), sequence_lengths(args, 2 * i + 1)]) for i in timed]
+    flops = sum(model_flops_for_lengths(config, lengths) for lengths in per_step) / args.steps  # a mean step
+    real_tokens = sum(int(lengths.sum()) for lengths in per_step) / args.steps
+    dense: dict[str, float] = {}
+    for name, step in variants.items():
+        with count_dense_tokens(step.transformer) as count:
+            step(args.warmup + args.steps)
+        dense[name] = rounded(count.fraction)
     step_s = {name: median(values) for name, values in times.items()}
     result: dict[str, Any] = {
         "benchmark": "gpu_step",
@@ -238,6 +282,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "precision": args.precision,
         "pairs": args.batch,
         "seq_len": args.seq_len,
+        "ragged": args.ragged,
+        "unpadded": encoder.unpad,
+        "real_tokens_per_step": rounded(real_tokens),
+        "padding_fraction": rounded(1 - real_tokens / (2 * args.batch * args.seq_len)),
+        "dense_real_token_fraction": dense,
         "median_step_s": {name: rounded(value, 4) for name, value in step_s.items()},
         "pairs_per_s": {name: rounded(args.batch / value, 4) for name, value in step_s.items()},
         "model_tflops_per_step": rounded(flops / 1e12, 4),

@@ -3,45 +3,61 @@
 Same model (the offline multilingual-e5-small, word embeddings frozen in every variant unless
 ``--unfrozen``), same data (this machine's gettext localisation pairs, en-xx, one language pair per
 global batch as the project plans them), same global batch, same optimiser (AdamW, linear schedule,
-gradient clipping at 1.0), one process, fp32:
+gradient clipping at 1.0), one process, fp32, every core the process may use (``torch`` threads = its
+CPU affinity):
 
 * (a) ``soft``: the project's step (:meth:`imascl_ray.engine.loop.TrainingLoop.step`) with Priority labels
-  from the teacher *cache* and TMS (``lam=0.1``), inputs padded to the batch's longest text
-  (``scaling.encoding=plain``);
-* (a') ``soft_bucketed``: the same step with length-bucketed encoding (``scaling.encoding=bucketed``, the
-  default: the rank's texts sorted by token count and encoded in micro-batches of
-  ``scaling.micro_batch_size``, each padded to its own longest; the same loss over the same random batch);
-* (b) ``hard``: the same loop with hard labels (InfoNCE, both directions), no teacher;
+  from the teacher *cache* and TMS (``lam=0.1``), one batch per side padded to its longest text
+  (``scaling.encoding=plain``), unpadded inside the model (``model.unpad``: the dense layers see only
+  real tokens, :mod:`imascl_ray.unpad`);
+* (a') ``soft_bucketed``: the project's default step: length-bucketed (``scaling.encoding=bucketed``: the
+  rank's texts sorted by token count and encoded in micro-batches of ``scaling.micro_batch_size``) and
+  unpadded; the same loss over the same random batch;
+* (a'') ``soft_padded``: (a') with ``model.unpad=false`` (every layer on the padded micro-batches: the
+  project's step before unpadding), so ``bucketed_over_padded`` is what unpadding gains;
+* (b) ``hard``: the same loop as (a') with hard labels (InfoNCE, both directions), no teacher;
 * (c) ``st``: sentence-transformers' ``MultipleNegativesSymmetricRankingLoss`` the way its trainer runs a
   step: its data collator tokenises the columns (``model.preprocess``, dynamic padding, same prompt and
   ``max_seq_length``), ``collect_features``, the loss module (its own forward per column), backward,
   clipping, AdamW, schedule;
-* (d) ``authors``: the authors' settings: every input padded to ``max_length`` 512 (student and teacher)
-  and a live teacher forward (the same model, frozen, on the anchor side with the ``query: `` prefix) every
-  step; Priority labels and TMS with weight 1 (their code has no lambda).
+* (d) ``authors``: the authors' settings: every input padded to ``max_length`` 512 (student and teacher,
+  padded all through the model) and a live teacher forward (the same model, frozen, on the anchor side
+  with the ``query: `` prefix) every step; Priority labels and TMS with weight 1 (their code has no lambda).
 
 (d) cannot run at the global batch of 32 here: at 512 tokens a training forward keeps ~0.65 GB of
 activations per sequence (attention probabilities of 12 layers x 12 heads x 512 x 512), so 64 sequences
-would need ~42 GB. It runs at ``--authors-batch`` pairs (default 4: 8 student sequences, ~5.5 GB), and
+would need ~42 GB. It runs at ``--authors-batch`` pairs (default 4: 8 student sequences, ~5.5 GB; 2 in
+``--quick``, to stay under 5 minutes), and
 (a) is timed on that same small batch too (``soft_small``, the same loop object): ``soft_over_authors``
 is ``soft_small / authors``, like with like. At a fixed 512 tokens (d)'s cost per pair does not depend on
 the batch (the loss's ``N x N`` part is negligible), so ``soft_over_authors_at_global_batch`` (a at 32 over
 d at 4) is also reported; a smaller batch only makes (a) pay its fixed per-step costs over fewer pairs,
 so the like-with-like ratio is the conservative one.
 
-Variants are interleaved after a warm-up and the medians compared (the machine is shared); (d) is so slow
-that it runs only every few rounds. The last line of stdout is one JSON object with pairs/s of each and
-``soft_over_st`` (a/c), ``bucketed_over_st`` (a'/c), ``soft_over_hard`` (a/b), ``soft_over_authors``
-(a/d).
+Timing: one warm-up round (not timed), then ``--rounds`` rounds in which every variant runs once, in an
+order that rotates each round, on the same batch (round ``r`` uses batch ``r``: two runs time the same
+batches); (d) is so slow that it runs every ``--authors-every``-th round only, at least 5 times. The
+headline clock is wall time (what a user times); ``--cpu-time`` instead reads the process's CPU time on
+1 torch thread, a diagnostic for a loaded machine (labelled so in the JSON, not the headline). Every
+ratio is the median over rounds of the two variants' times in the same round, with its min and max
+(``ratios``); the load average before and after the timing is in ``stability``, which says whether the
+machine was quiet enough for two runs to agree within 0.1 and, if not, why.
 
-A second interleaved phase times (a') and (c) at ``--large-batch`` pairs (default 256), where a random
-batch is two thirds padding: ``bucketed_over_st_at_large``. Bucketing both is not the comparison:
+The last line of stdout is one JSON object with pairs/s of each variant and ``soft_over_st`` (a/c),
+``bucketed_over_st`` (a'/c), ``bucketed_over_padded`` (a'/a''), ``soft_over_hard`` (a/b),
+``soft_over_authors`` (a/d) (medians; ``ratios`` has min / median / max), the padding left in the
+batches' shapes (``real_token_fraction``: ``plain``, ``bucketed``) and, measured by a hook on every
+linear layer of the encoder during one step of each variant, the share of real tokens among the rows
+the dense layers processed (``real_token_fraction.dense_layers``).
+
+A second interleaved phase times (a'), (a'') and (c) at ``--large-batch`` pairs (default 256), where a
+random batch is two thirds padding: ``bucketed_over_st_at_large``. Bucketing both is not the comparison:
 sentence-transformers' trainer does not bucket (its collator pads each batch to its longest text). At
 256 pairs a plain fp32 step of the 12-layer model keeps ~13 GB of activations, more than this shared
 machine has to spare, so ``--quick`` runs that phase on the first ``--large-layers`` (2) transformer
-layers of the same model, for both variants (say so next to the figure); the full mode uses all layers.
+layers of the same model, for every variant (say so next to the figure); the full mode uses all layers.
 
-    python benchmarks/train_throughput.py --quick       # < 3 minutes on 2 CPU cores
+    python benchmarks/train_throughput.py --quick       # < 5 minutes on 2 CPU cores
     python benchmarks/train_throughput.py               # more rounds
     python benchmarks/train_throughput.py --smoke       # tiny random model and corpus, seconds (tests)
 """
@@ -59,17 +75,29 @@ from typing import Any
 
 from _common import (
     add_work_dir,
+    cores,
     emit,
     fill_defaults,
     interleaved,
+    load_average,
     log,
     machine,
     median,
+    ratio_summary,
     rounded,
     set_test_environment,
+    stability,
 )
 
-TARGETS = {"soft_over_st": 1.0, "bucketed_over_st": 1.4, "soft_over_hard": 0.95, "soft_over_authors": 5.0}
+TARGETS = {
+    "soft_over_st": 1.0,
+    "bucketed_over_st": 1.6,
+    "soft_over_hard": 0.95,
+    "soft_over_authors": 5.0,
+    "bucketed_over_st_at_large": 3.0,
+    "dense_real_token_fraction": 0.95,
+}
+MIN_ROUNDS = 5
 AUTHORS_MAX_LENGTH = 512
 
 
@@ -161,13 +189,14 @@ def truncated_student(student: str, layers: int | None, directory: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- (a), (b)
-def project_loop(setup: Setup, loss: str, encoding: str, student: str | None = None):
+def project_loop(setup: Setup, loss: str, encoding: str, student: str | None = None, unpad: bool = True):
     """The project's own step: a single-rank :class:`TrainingLoop` on the prepared run."""
     from imascl_ray.engine.loop import RankContext, TrainingLoop
 
     config = setup.config
     config = replace(
         config,
+        model=replace(config.model, unpad=unpad),
         loss=replace(config.loss, name=loss),
         scaling=replace(config.scaling, encoding=encoding),
     )
@@ -181,6 +210,7 @@ def loop_steps(loop, batches: list[Any]):
     def step(i: int) -> None:
         loop.step(batches[i % len(batches)])
 
+    step.transformer = loop.student.model  # what dense_fraction hooks
     return step
 
 
@@ -228,6 +258,7 @@ def sentence_transformers_step(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
+    step.transformer = model[0].auto_model
     return step
 
 
@@ -245,10 +276,12 @@ def authors_step(setup: Setup):
     student = SentenceEncoder.from_pretrained(setup.prepared.student, prefix="")
     length = min(AUTHORS_MAX_LENGTH, student.model.config.max_position_embeddings)
     student.max_length = length
+    student.unpad = False  # the authors' cost: every layer on all 512 positions
     if config.model.freeze_embeddings:
         student.freeze_word_embeddings()
     student.train()
     teacher = Teacher.from_pretrained(setup.prepared.teacher, prefix="query: ", max_length=length)
+    teacher.encoder.unpad = False
     optimizer = build_optimizer(student.parameters(), lr=config.optim.lr)
     scheduler = linear_schedule(optimizer, total_steps=config.schedule.max_steps)
     authors_loss = SoftContrastiveLoss("priority", tau=config.loss.tau, lam=1.0)  # labels at tau too
@@ -276,6 +309,7 @@ def authors_step(setup: Setup):
         optimizer.step()
         scheduler.step()
 
+    step.transformer = student.model
     return step, length
 
 
@@ -308,20 +342,45 @@ def large_phase(setup: Setup, args: argparse.Namespace, prefix: str) -> dict[str
     student = truncated_student(setup.prepared.student, args.large_layers, Path(args.work_dir))
     layers = "all" if student == setup.prepared.student else args.large_layers
     log(f"second phase: {args.large_batch} pairs, {layers} layers, {args.large_rounds} rounds")
+    large = setup.large_batches
     variants = {
-        "soft_bucketed": loop_steps(project_loop(setup, "soft", "bucketed", student), setup.large_batches),
+        "soft_bucketed": loop_steps(project_loop(setup, "soft", "bucketed", student), large),
+        "soft_padded": loop_steps(project_loop(setup, "soft", "bucketed", student, unpad=False), large),
         "st": sentence_transformers_step(setup, prefix, student, setup.large_texts),
     }
     clock = time.process_time if args.cpu_time else time.perf_counter
     times = interleaved(variants, warmup=1, rounds=args.large_rounds, log=log, clock=clock)
+    ratios = {
+        "bucketed_over_st": ratio_summary(times, "soft_bucketed", "st"),
+        "bucketed_over_padded": ratio_summary(times, "soft_bucketed", "soft_padded"),
+    }
+    fractions = real_token_fraction(setup, setup.large_texts)
+    fractions["dense_layers"] = dense_fractions(variants, args.large_rounds + 1)
     return {
         "global_batch": args.large_batch,
         "layers": layers,
         "steps_timed": {name: len(values) for name, values in times.items()},
         "median_step_s": {name: rounded(median(values), 4) for name, values in times.items()},
-        "bucketed_over_st": paired_ratio(times, "soft_bucketed", "st"),
-        "real_token_fraction": real_token_fraction(setup, setup.large_texts),
+        **{name: ratio["median"] for name, ratio in ratios.items()},
+        "ratios": ratios,
+        "real_token_fraction": fractions,
     }
+
+
+def dense_fractions(variants: dict[str, Any], index: int) -> dict[str, float]:
+    """Per variant, real tokens over the token rows its encoder's linear layers processed in one step.
+
+    Measured (:func:`imascl_ray.unpad.count_dense_tokens`) on one extra, untimed step of each variant
+    (the authors' variant counts its student only).
+    """
+    from imascl_ray.unpad import count_dense_tokens
+
+    fractions = {}
+    for name, step in variants.items():
+        with count_dense_tokens(step.transformer) as count:
+            step(index)
+        fractions[name] = rounded(count.fraction)
+    return fractions
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -338,14 +397,24 @@ def paired_ratio(times: dict[str, list[float]], fast: str, slow: str, every: int
     return rounded(paired_median(times, fast, slow, every)) if fast in times and slow in times else None
 
 
+RATIOS = {  # name: (fast, slow)
+    "soft_over_st": ("soft", "st"),
+    "bucketed_over_st": ("soft_bucketed", "st"),
+    "bucketed_over_padded": ("soft_bucketed", "soft_padded"),
+    "bucketed_over_soft": ("soft_bucketed", "soft"),
+    "soft_over_hard": ("soft_bucketed", "hard"),
+    "soft_over_authors": ("soft_small", "authors"),
+}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="few rounds: under 3 minutes on 2 CPU cores")
+    mode.add_argument("--quick", action="store_true", help="10 rounds: under 5 minutes on 2 CPU cores")
     mode.add_argument("--smoke", action="store_true", help="tiny random model and corpus (for tests)")
     parser.add_argument("--global-batch", type=int, default=None, help="pairs per step (default 32; smoke 8)")
-    parser.add_argument("--authors-batch", type=int, default=None, help="global batch of (d) (default 4)")
+    parser.add_argument("--authors-batch", type=int, default=None, help="global batch of (d) (4; quick 2)")
     parser.add_argument(
         "--large-batch", type=int, default=None, help="global batch of the second phase (default 256; 0: off)"
     )
@@ -363,35 +432,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--bucketing-only",
         action="store_true",
-        help="time only (a), (a') and (c), then the second phase (skips (b), (d) and soft_small)",
+        help="time only (a), (a'), (a'') and (c), then the second phase (skips (b), (d) and soft_small)",
     )
     parser.add_argument(
         "--cpu-time",
         action="store_true",
-        help="time steps by the process's CPU time on 1 torch thread (a loaded shared machine)",
+        help="diagnostic: time steps by the process's CPU time on 1 torch thread (not the headline)",
     )
     parser.add_argument("--unfrozen", action="store_true", help="train the word embeddings (all variants)")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds of (a)-(c)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds of (a)-(c) (at least 5)")
     parser.add_argument("--authors-every", type=int, default=None, help="(d) runs every k-th round only")
     parser.add_argument(
-        "--budget-s", type=float, default=None, help="start no new round after this many seconds of the run"
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no new round after this many seconds of the run (once every variant has 5 rounds)",
     )
     parser.add_argument("--pairs-per-language", type=int, default=300)
-    parser.add_argument("--distinct-batches", type=int, default=8)
+    parser.add_argument(
+        "--distinct-batches", type=int, default=None, help="batches cycled (default: rounds+1)"
+    )
     add_work_dir(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         defaults = {"global_batch": 8, "authors_batch": 4, "rounds": 2, "authors_every": 1}
         defaults |= {"large_batch": 32, "large_layers": 1, "large_rounds": 1}
     elif args.quick:
-        defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 12, "authors_every": 3, "budget_s": 140}
-        defaults |= {"large_batch": 256, "large_layers": 2, "large_rounds": 3}
+        defaults = {"global_batch": 32, "authors_batch": 2, "rounds": 10, "authors_every": 2}
+        defaults |= {"large_batch": 256, "large_layers": 2, "large_rounds": 5}
     else:
         defaults = {"global_batch": 32, "authors_batch": 4, "rounds": 30, "authors_every": 3}
         defaults |= {"large_batch": 256, "large_rounds": 5}
     fill_defaults(args, defaults)
+    if args.distinct_batches is None:  # every round its own batch; the warm-up's is round 0's
+        args.distinct_batches = args.rounds + 1
     if args.smoke:
         args.max_length = min(args.max_length, 32)
+    elif args.rounds < MIN_ROUNDS * args.authors_every or args.large_rounds < MIN_ROUNDS:
+        parser.error(
+            f"--rounds must be at least {MIN_ROUNDS} x --authors-every and --large-rounds at least "
+            f"{MIN_ROUNDS}: every variant is timed {MIN_ROUNDS} times or more"
+        )
     return args
 
 
@@ -400,10 +481,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_test_environment()
     import torch
 
-    if args.cpu_time:
-        torch.set_num_threads(1)  # one thread: CPU time is the work done, no thread waits in it
+    # The headline: wall time on every core this process has. The diagnostic: CPU time on one thread
+    # (then CPU time is the work done, no thread waits in it).
+    torch.set_num_threads(1 if args.cpu_time else cores())
     clock = time.process_time if args.cpu_time else time.perf_counter
     started = time.perf_counter()
+    load_at_start = load_average()
     setup = build_setup(args)
     if args.micro_batch is not None:
         scaling = replace(setup.config.scaling, micro_batch_size=args.micro_batch)
@@ -414,44 +497,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = {
         "soft": loop_steps(soft_loop, setup.batches),
         "soft_bucketed": loop_steps(project_loop(setup, "soft", "bucketed"), setup.batches),
+        "soft_padded": loop_steps(project_loop(setup, "soft", "bucketed", unpad=False), setup.batches),
         "st": sentence_transformers_step(setup, prefix, setup.prepared.student, setup.texts),
     }
     authors_length = None
     if not args.bucketing_only:
         authors, authors_length = authors_step(setup)
-        variants["hard"] = loop_steps(project_loop(setup, "infonce", "plain"), setup.batches)
+        variants["hard"] = loop_steps(project_loop(setup, "infonce", "bucketed"), setup.batches)
         variants["soft_small"] = loop_steps(soft_loop, setup.small_batches)
         variants["authors"] = authors
     log(f"set up in {time.perf_counter() - started:.1f}s; timing {args.rounds} rounds")
     budget = None if args.budget_s is None else max(1.0, args.budget_s - (time.perf_counter() - started))
+    load_before = load_average()
     times = interleaved(
         variants,
         warmup=1,
         rounds=args.rounds,
         repeats={"authors": args.authors_every},
         budget_s=budget,
+        min_rounds=1 if args.smoke else MIN_ROUNDS * args.authors_every,
         log=log,
         clock=clock,
     )
+    fractions = real_token_fraction(setup, setup.texts)
+    fractions["dense_layers"] = dense_fractions(
+        {name: step for name, step in variants.items() if name != "authors"}, args.rounds + 1
+    )
     del variants, soft_loop
     large = large_phase(setup, args, prefix) if args.large_batch else None
+    load_after = load_average()
     batch_of = {"soft_small": args.authors_batch, "authors": args.authors_batch}
     pairs_per_s = {name: batch_of.get(name, args.global_batch) / median(v) for name, v in times.items()}
-    # The reported ratios: medians of per-round ratios of variants timed back to back, which the load of
-    # a shared machine (drifting by several times within a minute) disturbs far less than ratios of
-    # medians taken over different moments (those are reported too).
-    paired = {
-        "soft_over_st": paired_ratio(times, "soft", "st"),
-        "bucketed_over_st": paired_ratio(times, "soft_bucketed", "st"),
-        "bucketed_over_soft": paired_ratio(times, "soft_bucketed", "soft"),
-        "soft_over_hard": paired_ratio(times, "soft", "hard"),
-        "soft_over_authors": paired_ratio(times, "soft_small", "authors", args.authors_every),
+    # The reported ratios: per-round ratios of variants timed back to back (min / median / max), which
+    # the load of a shared machine disturbs far less than ratios of medians taken over different moments
+    # (those are reported too).
+    ratios = {
+        name: ratio_summary(times, fast, slow, args.authors_every if slow == "authors" else 1)
+        for name, (fast, slow) in RATIOS.items()
     }
 
     def of_medians(fast: str, slow: str) -> float | None:
         present = fast in pairs_per_s and slow in pairs_per_s
         return rounded(pairs_per_s[fast] / pairs_per_s[slow]) if present else None
 
+    threads = torch.get_num_threads()
     result: dict[str, Any] = {
         "benchmark": "train_throughput",
         "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
@@ -461,24 +550,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_length": args.max_length,
         "authors_max_length": authors_length,
         "frozen_word_embeddings": not args.unfrozen,
-        "torch_threads": torch.get_num_threads(),
-        "clock": "process CPU time" if args.cpu_time else "wall time",
+        "torch_threads": threads,
+        "clock": "diagnostic: process CPU time, 1 torch thread" if args.cpu_time else "wall time, all cores",
+        "headline": not args.cpu_time,
         "steps_timed": {name: len(values) for name, values in times.items()},
         "median_step_s": {name: rounded(median(values), 4) for name, values in times.items()},
         "pairs_per_s": {name: rounded(value, 4) for name, value in pairs_per_s.items()},
-        **paired,
-        "ratios_of_medians": {
-            "soft_over_st": of_medians("soft", "st"),
-            "bucketed_over_st": of_medians("soft_bucketed", "st"),
-            "soft_over_hard": of_medians("soft", "hard"),
-            "soft_over_authors": of_medians("soft_small", "authors"),
-        },
+        **{name: None if ratio is None else ratio["median"] for name, ratio in ratios.items()},
+        "ratios": ratios,
+        "ratios_of_medians": {name: of_medians(fast, slow) for name, (fast, slow) in RATIOS.items()},
         "soft_over_authors_at_global_batch": of_medians("soft", "authors"),
         "micro_batch_size": setup.config.scaling.micro_batch_size,
-        "real_token_fraction": real_token_fraction(setup, setup.texts),
+        "real_token_fraction": fractions,
+        "dense_real_token_fraction": fractions["dense_layers"]["soft_bucketed"],
         "large": large,
         "bucketed_over_st_at_large": large["bucketed_over_st"] if large else None,
         "targets": TARGETS,
+        "stability": stability(load_at_start, load_after, threads) | {"load_at_timing_start": load_before},
         "wall_s": round(time.perf_counter() - started, 1),
         "machine": machine(),
     }

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls"]
 POOLINGS: tuple[str, ...] = ("mean", "cls")
+MIN_PADDING = 0.1
+"""A batch runs unpadded only if at least this share of its positions is padding: below it, the copies in
+and out of the padded view cost more than the padding saves (measured on e5-small, CPU: 4 % padding ran
+2 % slower unpadded, 17 % padding 14 % faster)."""
 
 # sentence-transformers module types, as sentence-transformers 6.2 writes them to modules.json.
 ST_TRANSFORMER = "sentence_transformers.base.modules.transformer.Transformer"
@@ -167,6 +171,7 @@ class SentenceEncoder(nn.Module):
         self.prefix = prefix
         self.max_length = max_length
         self.unpad = unpad
+        self.min_padding = MIN_PADDING
         self._warned_padded = False
         self.train(model.training)  # from_pretrained gives eval mode; keep the model's mode
 
@@ -269,7 +274,9 @@ class SentenceEncoder(nn.Module):
 
     def unpadded(self, attention_mask: Tensor) -> bool:
         """Whether :meth:`embed_tokens` runs this batch unpadded: ``unpad`` on, a BERT-family model
-        (:func:`imascl_ray.unpad.unsupported_reason`; else a warning, once) and no empty row."""
+        (:func:`imascl_ray.unpad.unsupported_reason`; else a warning, once), no empty row, and at least
+        ``min_padding`` (:data:`MIN_PADDING`) of the batch's positions padding. Both paths give the same
+        embeddings up to float rounding, so the choice is one of speed only."""
         if not self.unpad:
             return False
         reason = unsupported_reason(self.model)
@@ -278,7 +285,11 @@ class SentenceEncoder(nn.Module):
                 logger.warning("%s: running padded, not unpadded: %s", self.name, reason)
                 self._warned_padded = True
             return False
-        return attention_mask.shape[0] > 0 and bool(attention_mask.sum(dim=1).min() > 0)
+        if attention_mask.shape[0] == 0:
+            return False
+        lengths = attention_mask.sum(dim=1)
+        padding = 1 - float(lengths.sum()) / attention_mask.numel()
+        return bool(lengths.min() > 0) and padding >= self.min_padding
 
     def forward(self, texts: Sequence[str]) -> Tensor:
         """Embeddings ``[n, d]`` with gradient (training mode follows ``self.training``)."""

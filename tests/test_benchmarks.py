@@ -29,7 +29,7 @@ def test_train_throughput_smoke(tmp_path, capsys):
 
     result = train_throughput.main(["--smoke", "--work-dir", str(tmp_path)])
     assert last_json_line(capsys) == json.loads(json.dumps(result))
-    variants = {"soft", "soft_bucketed", "hard", "st", "soft_small", "authors"}
+    variants = {"soft", "soft_bucketed", "soft_padded", "hard", "st", "soft_small", "authors"}
     assert set(result["pairs_per_s"]) == variants and set(result["median_step_s"]) == variants
     assert all(value > 0 for value in result["pairs_per_s"].values())
     assert all(count >= 1 for count in result["steps_timed"].values())
@@ -37,10 +37,16 @@ def test_train_throughput_smoke(tmp_path, capsys):
         assert result[key] > 0 and key in result["targets"] and key in result["targets_met"]
     large = result["large"]  # the second phase: bucketed vs sentence-transformers at a larger batch
     assert large["global_batch"] == 32 and large["layers"] == 1
-    assert set(large["median_step_s"]) == {"soft_bucketed", "st"}
+    assert set(large["median_step_s"]) == {"soft_bucketed", "soft_padded", "st"}
     assert result["bucketed_over_st_at_large"] == large["bucketed_over_st"] > 0
     fractions = result["real_token_fraction"]
     assert 0 < fractions["plain"] <= fractions["bucketed"] <= 1
+    assert fractions["dense_layers"]["soft_bucketed"] == result["dense_real_token_fraction"] == 1.0
+    for ratio in result["ratios"].values():  # every ratio with its spread over the rounds
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"] and ratio["rounds"] >= 1
+    assert result["clock"] == "wall time, all cores"
+    assert result["torch_threads"] == result["stability"]["cpus"]
+    assert set(result["stability"]["load_before"]) == {"1m", "5m", "15m"} and result["stability"]["note"]
     assert result["authors_max_length"] == 128  # the tiny model's longest input: padded all the way
     assert result["frozen_word_embeddings"] is True
 
@@ -78,10 +84,15 @@ def test_gpu_step_smoke_and_its_flop_count(capsys):
     assert last_json_line(capsys)["benchmark"] == "gpu_step"
     assert set(result["pairs_per_s"]) == {"soft", "st"} and result["soft_over_st"] > 0
     assert result["mfu"] > 0
+    assert result["unpadded"] is True and result["dense_real_token_fraction"]["soft"] == 1.0
+    ragged = gpu_step.main(["--smoke", "--compare-st", "--ragged"])
+    assert ragged["padding_fraction"] > 0.2 and ragged["dense_real_token_fraction"]["soft"] == 1.0
+    assert ragged["dense_real_token_fraction"]["st"] < 0.8  # sentence-transformers computes the padding
     config = type("C", (), {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12})
     # BERT-base: 85M matmul parameters; 2 x 85M + attention per token, x3 for training, 2 x 256 x 128 tokens
     per_token = 2 * 12 * (4 * 768 * 768 + 2 * 768 * 3072) + 4 * 12 * 128 * 768
     assert gpu_step.model_flops_per_step(config, 256, 128) == 3 * 2 * 256 * 128 * per_token
+    assert gpu_step.model_flops_for_lengths(config, [128] * 512) == 3 * 2 * 256 * 128 * per_token
     assert gpu_step.peak_tflops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4)
     assert gpu_step.peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)
     assert gpu_step.peak_tflops("Some Other GPU") is None

@@ -59,6 +59,7 @@ def forward_and_grads(encoder: SentenceEncoder, texts: list[str], unpad: bool):
 
 
 def assert_equal_to_padded(encoder: SentenceEncoder, texts: list[str]) -> None:
+    encoder.min_padding = 0.0  # unpadded whatever the padding, to compare the two paths
     padded, padded_grads = forward_and_grads(encoder, texts, unpad=False)
     unpadded, unpadded_grads = forward_and_grads(encoder, texts, unpad=True)
     assert encoder.unpadded(encoder.tokenize(texts)["attention_mask"])  # the unpadded path did run
@@ -137,6 +138,17 @@ def test_no_padding_reaches_the_dense_layers(model_dir):
     assert unpadded.real == padded.real == real * linears
     assert unpadded.fraction == 1.0
     assert padded.fraction < 0.6  # what the padded model spends on padding on these lengths
+
+
+def test_little_padding_runs_padded(model_dir):
+    encoder = SentenceEncoder.from_pretrained(model_dir)
+    same = encoder.tokenize(["the cat", "the dog"])["attention_mask"]  # no padding
+    ragged = encoder.tokenize(["the cat", "the cat is on the house and the dog in the car"])["attention_mask"]
+    assert not encoder.unpadded(same) and encoder.unpadded(ragged)
+    encoder.min_padding = 0.0
+    assert encoder.unpadded(same)
+    encoder.unpad = False
+    assert not encoder.unpadded(ragged)
 
 
 def test_unpadding_round_trip_on_either_padding_side():

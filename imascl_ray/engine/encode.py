@@ -10,6 +10,11 @@ global batch, gathered afterwards; only the padding goes. With dropout off the e
 the gradients equal the unbucketed step's up to float rounding (padding is masked out of attention and
 of mean pooling).
 
+Inside each forward the student runs unpadded by default (``model.unpad``, :mod:`imascl_ray.unpad`): its
+dense layers see only the real tokens whatever the strategy, so what bucketing still saves is the padding
+attention needs (each micro-batch's queries, keys and values are padded to its own longest text) and the
+memory of one micro-batch at a time; at 32 pairs plain and bucketed unpadded steps cost about the same.
+
 Three strategies share one small interface (:class:`Encoding`): ``embed(*groups)`` returns one
 embedding tensor per group of texts (``None`` stays ``None``), and ``backward()`` runs after the loss's
 own backward (a no-op except for the gradient cache, :class:`imascl_ray.engine.grad_cache.CachedEncoding`,
