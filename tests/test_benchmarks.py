@@ -135,27 +135,7 @@ def test_teacher_cache_smoke_actors_build_the_same_cache(tmp_path, capsys):
     assert result["steady_2_over_1"] > 0 and "target_met" in result
 
 
-@pytest.mark.slow
-def test_quality_smoke_trains_three_arms_and_reports_soft_minus_hard(tmp_path, capsys):
-    import quality
-
-    # --student-layers 1: the tiny model cut to its first layer and taught by the whole one, as --quick
-    argv = ["--smoke", "--arms", "hard,soft,soft_tms", "--student-layers", "1", "--work-dir", str(tmp_path)]
-    result = quality.main(argv)
-    assert last_json_line(capsys)["benchmark"] == "quality"
-    assert set(result["arms"]) == {"pretrained", "teacher", "hard", "soft", "soft_tms"}
-    for metrics in result["arms"].values():
-        assert {"test/acc", "ood/acc", "ood/margin_acc", "ood/structure", "test/structure"} <= set(metrics)
-        assert 0.0 <= metrics["ood/acc"] <= 100.0 and -1.0 <= metrics["ood/structure"] <= 1.0
-    arms = result["arms"]
-    assert arms["teacher"]["test/structure"] == pytest.approx(1.0)  # the whole model is the reference
-    assert arms["pretrained"]["test/structure_student"] == pytest.approx(1.0)  # and the cut one
-    assert arms["pretrained"]["test/structure"] < 1.0
-    assert set(result["targets_met"]) == set(result["targets"])
-    difference = arms["soft"]["ood/acc"] - arms["hard"]["ood/acc"]
-    assert result["soft_minus_hard_bitext"] == pytest.approx(difference, abs=1e-2)
-    assert set(result["ood_minus_hard"]) == {"pretrained", "teacher", "soft", "soft_tms"}
-    assert result["pairs"]["test"] == {"en-fr": 40}
+# quality.py's smoke runs (the paper's setting, --tune, the picture): tests/test_quality_study.py
 
 
 def test_quality_takes_the_best_soft_and_the_best_hard_trial_of_a_sweep(tmp_path):
