@@ -19,6 +19,11 @@ from the shards it finished. Who embeds the shards is pluggable (:data:`ShardEmb
 by default, or a pool of Ray Data actors (:mod:`imascl_ray.train.teacher_pool`; nothing here imports
 Ray). The shards are then assembled into a temporary folder that is renamed into place when complete,
 so a crash never leaves a half-written cache under a valid name.
+
+``meta.json`` records the size and SHA-256 of ``embeddings.npy`` as written. Before a cache is reused
+the file is checked against both (:func:`cache_damage`); a damaged one (truncated, overwritten, its
+``meta.json`` unreadable) is rebuilt with one log line saying so, and :meth:`TeacherCache.open` checks
+the size (and the array header) before it memory-maps anything, so a partial file is never used.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,9 +255,13 @@ class TeacherCache:
         fingerprint = cache_fingerprint(settings, sentences, dtype)
         cache_dir = Path(cache_dir)
         final = cache_dir / f"teacher-{fingerprint}"
-        if (final / META_FILE).is_file():
-            logger.info("teacher cache: reusing %s", final)
-            return cls.open(final, reused=True)
+        if final.exists():
+            damage = cache_damage(final, checksum=True)
+            if damage is None:
+                logger.info("teacher cache: reusing %s", final)
+                return cls.open(final, reused=True)
+            logger.warning("teacher cache: %s is damaged (%s); rebuilding it", final, damage)
+            _discard_damaged(final, damage)
 
         started = time.perf_counter()
         shard_size = shard_size or max(batch_size * ENCODE_WINDOW * SHARD_WINDOWS, 1)
@@ -302,6 +312,7 @@ class TeacherCache:
                 array[shard.start : shard.stop] = store.get(shard)
             array.flush()
             del array
+            written = staging / EMBEDDINGS_FILE
             meta = {
                 "format": CACHE_FORMAT,
                 "fingerprint": fingerprint,
@@ -311,6 +322,8 @@ class TeacherCache:
                 "embedding_dim": teacher.embedding_dim,
                 "dtype": dtype,
                 "sentences_sha256": sentences_hash(sentences),
+                "embeddings_bytes": written.stat().st_size,
+                "embeddings_sha256": file_sha256(written),
                 "seconds": round(time.perf_counter() - started, 3),
             }
             (staging / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
@@ -318,7 +331,7 @@ class TeacherCache:
             try:
                 os.rename(staging, final)
             except OSError:
-                if not (final / META_FILE).is_file():
+                if not final.exists() or cache_damage(final, checksum=False) is not None:
                     raise
                 logger.info("teacher cache: another process built %s first; using it", final)
         finally:
@@ -329,20 +342,21 @@ class TeacherCache:
         return cls.open(final)
 
     @classmethod
-    def open(cls, directory: str | Path, *, reused: bool = False) -> TeacherCache:
-        """Memory-map an existing cache folder, checking its array against its ``meta.json``."""
+    def open(cls, directory: str | Path, *, reused: bool = False, checksum: bool = False) -> TeacherCache:
+        """Memory-map an existing cache folder once :func:`cache_damage` finds it sound: its array's
+        header and size against ``meta.json`` always (cheap: every Ray worker opens the cache), its
+        checksum too with ``checksum`` (:meth:`build` checks it before reusing a cache)."""
         directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.is_file():
+        if not (directory / META_FILE).is_file():
             raise InputError(f"{directory}: not a teacher cache (no {META_FILE})")
-        meta = json.loads(meta_path.read_text())
-        embeddings = np.load(directory / EMBEDDINGS_FILE, mmap_mode="r")
-        expected = (meta["n_sentences"], meta["embedding_dim"])
-        if embeddings.shape != expected or embeddings.dtype != np.dtype(meta["dtype"]):
+        damage = cache_damage(directory, checksum=checksum)
+        if damage is not None:
             raise InputError(
-                f"{directory / EMBEDDINGS_FILE}: shape {embeddings.shape} {embeddings.dtype} does not match "
-                f"{META_FILE} ({expected} {meta['dtype']}); delete the folder to rebuild it"
+                f"{directory}: damaged teacher cache ({damage}); delete the folder and run again to "
+                "rebuild it"
             )
+        meta = json.loads((directory / META_FILE).read_text())
+        embeddings = np.load(directory / EMBEDDINGS_FILE, mmap_mode="r")
         return cls(directory=directory, fingerprint=meta["fingerprint"], embeddings=embeddings, reused=reused)
 
     def __len__(self) -> int:
@@ -360,6 +374,71 @@ class TeacherCache:
         if index.size and (index.min() < -len(self) or index.max() >= len(self)):
             raise IndexError(f"teacher cache has {len(self)} sentences; index out of range")
         return torch.from_numpy(np.asarray(self.embeddings[index], dtype=np.float32))
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks (a cache of a paper-sized corpus is a few GB)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def cache_damage(directory: Path, *, checksum: bool) -> str | None:
+    """Why the cache folder ``directory`` cannot be used, or None when it is sound.
+
+    Checked in order: ``meta.json`` is readable and complete; ``embeddings.npy`` exists, has a valid
+    ``.npy`` header whose shape and dtype are ``meta.json``'s, and is as long as that header says (and
+    as ``meta.json`` recorded); with ``checksum``, its SHA-256 is the one recorded when it was written.
+    (Caches written before the size and checksum were recorded are checked by their header alone.)
+    """
+    meta_path, path = directory / META_FILE, directory / EMBEDDINGS_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        expected_shape = (int(meta["n_sentences"]), int(meta["embedding_dim"]))
+        expected_dtype = np.dtype(meta["dtype"])
+        if not isinstance(meta["fingerprint"], str):
+            raise TypeError("the fingerprint is not a string")
+    except FileNotFoundError:
+        return f"no {META_FILE}"
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as error:
+        return f"{META_FILE} is unreadable: {type(error).__name__}: {error}"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else None
+            read_header = read_header or np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+    except FileNotFoundError:
+        return f"no {EMBEDDINGS_FILE}"
+    except (OSError, ValueError) as error:
+        return f"{EMBEDDINGS_FILE} has no valid array header: {error}"
+    if tuple(shape) != expected_shape or dtype != expected_dtype:
+        found, recorded_as = f"{tuple(shape)} {dtype}", f"{expected_shape} {expected_dtype}"
+        return f"{EMBEDDINGS_FILE} holds {found}, {META_FILE} says {recorded_as}"
+    needed = data_start + int(np.prod(shape)) * dtype.itemsize
+    recorded = meta.get("embeddings_bytes", needed)
+    if size != needed or size != recorded:
+        return f"{EMBEDDINGS_FILE} is {size} bytes, {max(needed, recorded)} expected (truncated or partial)"
+    if checksum and "embeddings_sha256" in meta and file_sha256(path) != meta["embeddings_sha256"]:
+        return f"{EMBEDDINGS_FILE} does not match the checksum recorded when it was written"
+    return None
+
+
+def _discard_damaged(directory: Path, damage: str) -> None:
+    """Remove a damaged cache folder so it can be rebuilt: renamed aside first (so no reader takes the
+    name meanwhile), then deleted; one line naming the folder if it cannot be removed."""
+    aside = directory.with_name(f".{directory.name}-damaged-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(directory, aside)
+    except FileNotFoundError:
+        return  # another process removed it first
+    except OSError as error:
+        raise InputError(
+            f"{directory}: damaged teacher cache ({damage}) that cannot be removed to rebuild it "
+            f"({error.strerror or error}); delete the folder and run again"
+        ) from None
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fsync_folder(directory: Path) -> None:

@@ -179,11 +179,15 @@ def test_a_crash_while_embedding_leaves_no_cache_behind(tmp_path, teacher, monke
     torch.testing.assert_close(cache.lookup(range(len(SENTENCES))), teacher(SENTENCES), atol=1e-6, rtol=1e-5)
 
 
-def test_a_damaged_cache_is_refused(tmp_path, teacher):
+def test_a_damaged_cache_is_refused_by_open_and_rebuilt_by_build(tmp_path, teacher):
     cache = TeacherCache.build(teacher, SENTENCES, tmp_path, show_progress=False)
+    expected = np.array(cache.embeddings)
     np.save(cache.directory / "embeddings.npy", np.zeros((3, 32), dtype=np.float32))
-    with pytest.raises(InputError, match="does not match"):
-        TeacherCache.build(teacher, SENTENCES, tmp_path, show_progress=False)
+    with pytest.raises(InputError, match="damaged teacher cache"):
+        TeacherCache.open(cache.directory)
+    rebuilt = TeacherCache.build(teacher, SENTENCES, tmp_path, show_progress=False)
+    assert not rebuilt.reused
+    np.testing.assert_array_equal(np.asarray(rebuilt.embeddings), expected)
 
 
 def test_lookup_rejects_out_of_range_indices(tmp_path, teacher):
