@@ -99,6 +99,7 @@ def check_model_reference(model: str) -> None:
     from imascl_ray.errors import InputError
 
     if Path(model).exists():
+        check_model_weights(Path(model))
         return
     try:
         validate_repo_id(model)
@@ -110,6 +111,28 @@ def check_model_reference(model: str) -> None:
         raise InputError(
             f"{model}: no such model folder, and the hub is offline (HF_HUB_OFFLINE) with no copy"
         )
+
+
+def check_model_weights(folder: Path) -> None:
+    """Every ``*.safetensors`` file of a model folder has a sound header that covers the whole file: a
+    truncated or overwritten weights file is one line naming it, not safetensors' traceback from deep
+    inside transformers (``train`` checks its models through :func:`check_model_reference` too)."""
+    from safetensors import SafetensorError, safe_open
+
+    from imascl_ray.errors import InputError
+
+    files = [folder] if folder.is_file() else sorted(folder.rglob("*.safetensors"))
+    for path in files:
+        if path.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass  # opening reads and checks the header against the file's length
+        except (SafetensorError, OSError) as error:
+            raise InputError(
+                f"{path}: not a readable safetensors file ({error}); the model folder is damaged: "
+                "copy or export it again"
+            ) from None
 
 
 def load_checked_encoder(model: str, *, prefix: str | None = None) -> Any:
@@ -134,6 +157,7 @@ def execute(
 ) -> int:
     """The command's work; the model/corpus loaders and the mteb tasks can be injected (tests)."""
     from imascl_ray.errors import InputError
+    from imascl_ray.eval.bitext import few_candidates_warning
     from imascl_ray.eval.report import local_terminal, paper_markdown, paper_terminal, write_json
     from imascl_ray.eval.runner import evaluate_model
     from imascl_ray.eval.tracking import log_metrics
@@ -177,6 +201,9 @@ def execute(
         if baseline is not None:
             print(f"baseline {args.baseline}:\n{local_terminal(baseline.results)}\n\n{args.model}:")
         print(local_terminal(outcome.results))
+        warning = few_candidates_warning({pair: int(scores["n"]) for pair, scores in outcome.results.items()})
+        if warning is not None:
+            print(warning, file=sys.stderr)
         if outcome.structure:
             from imascl_ray.eval.structure import describe_structure
 

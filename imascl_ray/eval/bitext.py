@@ -32,10 +32,28 @@ import torch
 from imascl_ray.eval.chunked import chunked_topk, l2_normalize
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 MARGIN_K = 4
 """Neighbours in the ratio margin, as LASER and the xSIM definition use."""
+FEW_CANDIDATES = 10
+"""Below this many pairs (so candidates per direction), a retrieval accuracy says little: chance is 1/n."""
+
+
+def few_candidates_warning(pair_counts: Mapping[str, int]) -> str | None:
+    """One line saying which language pairs have fewer than :data:`FEW_CANDIDATES` pairs, or None.
+
+    With ``n`` pairs each source chooses among ``n`` targets, so an accuracy over 4 pairs moves in steps
+    of 25 points and a random guess scores 1/4: such a number should not be read as a model's quality.
+    """
+    few = {pair: count for pair, count in pair_counts.items() if count < FEW_CANDIDATES}
+    if not few:
+        return None
+    listed = ", ".join(f"{pair} ({count})" for pair, count in few.items())
+    return (
+        f"warning: fewer than {FEW_CANDIDATES} candidates per direction for {listed}: the accuracy "
+        f"means little there (a random guess scores 1/n); evaluate on more pairs"
+    )
 
 
 def weighted_classification_scores(

@@ -128,7 +128,16 @@ def read_state(directory: str | Path) -> dict[str, Any]:
         raise InputError(
             f"{directory}: not a sweep folder (no {STATE_FILE}); pass the folder a sweep printed"
         )
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        damage = None if isinstance(state, dict) else f"a JSON {type(state).__name__}, not an object"
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        damage = f"not JSON: {error}"
+    if damage is not None:
+        raise InputError(
+            f"{path}: damaged sweep state ({damage}); it cannot be resumed: start the sweep again"
+        )
+    return state
 
 
 def load_sweep_space(directory: str | Path) -> SearchSpace:
