@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -22,7 +23,13 @@ def start_study_run(uri: str, experiment: str, name: str, params: Mapping[str, A
     """A new MLflow run ``name`` in ``experiment`` (made if missing) with ``params``; returns its id."""
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:  # a local store's artifacts beside it (MLflow's default is ./mlruns of the current folder)
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts")
+        experiment_id = client.create_experiment(experiment, artifact_location=location)
     run = client.create_run(experiment_id, run_name=name, tags={"imascl.benchmark": "quality"})
     for key, value in params.items():
         client.log_param(run.info.run_id, key, str(value)[:500])

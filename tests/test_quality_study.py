@@ -181,6 +181,7 @@ def test_quality_smoke_tunes_both_spaces_and_pairs_the_winners_in_the_papers_set
     assert parent.info.status == "FINISHED"
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
     assert {"quality-pareto.png", "quality.json"} <= artifacts
+    assert (tmp_path / "mlartifacts").is_dir()  # beside the store, not ./mlruns of the current folder
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
