@@ -3,7 +3,7 @@
 Every variant builds the same cache from scratch (a fresh folder each time) with
 :meth:`imascl_ray.teacher.TeacherCache.build`: ``in_process`` embeds in this process on every core it has
 (the path of a run without a cluster, timed as a user sees it); ``actors_1`` / ``actors_2`` hand the
-shards to :class:`imascl_ray.train.teacher_pool.RayDataEmbedder` with 1 or 2 CPU actors of 1 CPU and 1
+shards to :class:`imascl_ray.preparation.teacher_pool.RayDataEmbedder` with 1 or 2 CPU actors of 1 CPU and 1
 torch thread each, on a local Ray cluster of this process's own (the path of ``teacher.workers=N``). The
 sentences are a seeded sample of the unique sentences of this machine's gettext corpus (en, fr, ja,
 ko, ru); the teacher is the offline multilingual-e5-small with the quickstart's settings (``query: ``
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import ray
     import torch
 
+    from imascl_ray.preparation.teacher_pool import RayDataEmbedder
     from imascl_ray.teacher import Teacher, TeacherCache
-    from imascl_ray.train.teacher_pool import RayDataEmbedder
 
     started = time.perf_counter()
     work = Path(args.work_dir).resolve()

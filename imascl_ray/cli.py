@@ -2,7 +2,9 @@
 
 Bad input (an :class:`~imascl_ray.errors.InputError`, or a path that does not exist, is not a folder or
 may not be written) is one line on stderr and exit code 2, whatever the command; ``--debug`` (before or
-after the command) or ``IMASCL_DEBUG=1`` shows the traceback instead, for bug reports.
+after the command) or ``IMASCL_DEBUG=1`` shows the traceback instead, for bug reports. Ctrl-C and SIGTERM
+(``ray job stop``) print ``interrupted`` and exit 130 and 143, after the command has closed what it had
+open (:mod:`imascl_ray.interrupts`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from types import ModuleType
 
 from imascl_ray import __version__, commands
 from imascl_ray.errors import InputError
+from imascl_ray.interrupts import Interrupted, raise_on_signals
 from imascl_ray.logs import configure_logging
 
 PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
@@ -79,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = discover_commands()
     args = parse_arguments(build_parser(found), argv)
     configure_logging()
+    raise_on_signals()
     debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         return int(found[args.command].run(args) or 0)
@@ -87,9 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"imascl-ray {args.command}: error: {describe(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        signal_name = interrupt.signal_name if isinstance(interrupt, Interrupted) else "SIGINT"
+        print(f"interrupted ({signal_name})", file=sys.stderr, flush=True)
+        return interrupt.exit_code if isinstance(interrupt, Interrupted) else 130
 
 
 def describe(error: Exception) -> str:

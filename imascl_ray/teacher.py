@@ -16,7 +16,7 @@ corpus or teacher: a new cache is built.
 A cache is embedded shard by shard (:class:`Shard`, a few thousand rows each); each finished shard is
 written (atomically) to ``cache_dir/.teacher-<fingerprint>.shards/``, so an interrupted build resumes
 from the shards it finished. Who embeds the shards is pluggable (:data:`ShardEmbedder`): this process
-by default, or a pool of Ray Data actors (:mod:`imascl_ray.train.teacher_pool`; nothing here imports
+by default, or a pool of Ray Data actors (:mod:`imascl_ray.preparation.teacher_pool`; nothing here imports
 Ray). The shards are then assembled into a temporary folder that is renamed into place when complete,
 so a crash never leaves a half-written cache under a valid name.
 

@@ -12,7 +12,7 @@ from test_eval_cli import GROUPS, FakeCorpus, parse
 from imascl_ray.commands import eval as eval_command
 from imascl_ray.eval.figure import before_after_figure, bitext_directions, write_figure
 from imascl_ray.eval.hashing_encoder import HashingEncoder
-from imascl_ray.mlflow_model import ARTIFACTS_FOLDER
+from imascl_ray.tracking.models import ARTIFACTS_FOLDER
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
 
 from imascl_ray.data import write_corpus
-from imascl_ray.mlflow_model import ARTIFACTS_FOLDER
 from imascl_ray.model_card import CARD_FILE
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+from imascl_ray.tracking.models import ARTIFACTS_FOLDER
 from imascl_ray.train.quickstart import FIGURE_ARTIFACT, comparison_table, run_quickstart
 
 pytestmark = pytest.mark.slow

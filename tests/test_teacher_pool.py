@@ -11,9 +11,9 @@ import ray
 from imascl_ray.config import load_config
 from imascl_ray.data import write_corpus
 from imascl_ray.preparation import prepare_run
+from imascl_ray.preparation.teacher_pool import RayDataEmbedder
 from imascl_ray.teacher import Teacher, TeacherCache, embed_in_process
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
-from imascl_ray.train.teacher_pool import RayDataEmbedder
 
 pytestmark = pytest.mark.slow
 

@@ -24,10 +24,10 @@ from imascl_ray.config import flatten, load_config
 from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.encoder import SentenceEncoder
 from imascl_ray.eval.local_suite import evaluate_pair_groups, flatten_local
-from imascl_ray.mlflow_model import logged_model_of
 from imascl_ray.preparation import PreparedRun
 from imascl_ray.teacher import TeacherCache
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+from imascl_ray.tracking.models import logged_model_of
 from imascl_ray.tune import results
 from imascl_ray.tune.space import load_space
 from imascl_ray.tune.sweep import run_sweep

@@ -160,7 +160,9 @@ def execute(
     from imascl_ray.eval.bitext import few_candidates_warning
     from imascl_ray.eval.report import local_terminal, paper_markdown, paper_terminal, write_json
     from imascl_ray.eval.runner import evaluate_model
-    from imascl_ray.eval.tracking import log_metrics
+    from imascl_ray.tracking import tags
+    from imascl_ray.tracking.metrics import log_metrics
+    from imascl_ray.tracking.models import log_figure
 
     if args.margin_k < 1:
         raise InputError(f"--margin-k must be at least 1, got {args.margin_k}")
@@ -224,12 +226,10 @@ def execute(
             experiment=args.mlflow_experiment,
             run_name=f"eval {args.model}",
             tracking_uri=args.tracking_uri,
-            tags={"imascl.eval.suite": suite, "imascl.eval.model": str(args.model)},
+            tags={tags.EVAL_SUITE: suite, tags.EVAL_MODEL: str(args.model)},
         )
         if figure is not None:
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(tracking_uri=args.tracking_uri).log_figure(run_id, figure, FIGURE_ARTIFACT)
+            log_figure(args.tracking_uri, run_id, figure, FIGURE_ARTIFACT)
         print(f"mlflow: {len(metrics)} metrics logged to run {run_id}")
     return 0
 

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from imascl_ray.config import load_config, resolve_recipe
     from imascl_ray.errors import InputError
-    from imascl_ray.tracking_uri import redact_uri
+    from imascl_ray.tracking import redact_uri
 
     config = load_config(resolve_recipe(args.config), args.overrides)  # bad input stops before Ray starts
     if args.resume and not config.tracking.run_name:

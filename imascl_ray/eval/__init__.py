@@ -1,10 +1,10 @@
 """Evaluation: the paper's metrics (bitext accuracy both ways, weighted f1, ratio margin, xSIM, STS
 Spearman) on precomputed embeddings, the paper suite through mteb, the local suite on pair files,
-reports and MLflow logging. Plain PyTorch/NumPy; no Ray.
+and reports (MLflow logging is :mod:`imascl_ray.tracking`'s). Plain PyTorch/NumPy; no Ray.
 
 Modules: :mod:`~imascl_ray.eval.chunked` (chunked top-k), :mod:`~imascl_ray.eval.bitext`,
 :mod:`~imascl_ray.eval.sts`, :mod:`~imascl_ray.eval.local_suite`, :mod:`~imascl_ray.eval.mteb_suite`,
-:mod:`~imascl_ray.eval.report`, :mod:`~imascl_ray.eval.tracking`, :mod:`~imascl_ray.eval.runner`
+:mod:`~imascl_ray.eval.report`, :mod:`~imascl_ray.eval.runner`
 (``evaluate_model``: a model folder and a suite name to results and flat metrics).
 """
 

@@ -5,7 +5,7 @@
 back the JSON-ready results and the same numbers as flat MLflow metrics, e.g.::
 
     outcome = evaluate_model("runs/best/export", "local", pair_files=["heldout.tsv"])
-    log_metrics(outcome.metrics, run_id=run_id)            # imascl_ray.eval.tracking
+    log_metrics(outcome.metrics, run_id=run_id)            # imascl_ray.tracking.metrics
 
 Model and corpus loading (``imascl_ray.encoder`` / ``imascl_ray.data``) happen inside the calls, and
 both can be replaced (``load_encoder=`` / ``read_corpus=``) by tests or other callers.
@@ -133,7 +133,7 @@ def evaluate_model(
     """Load ``model`` (hub id, plain HF folder or exported run) and run ``suite`` on it.
 
     This is what the end of ``imascl-ray train`` and of each Tune trial calls on the exported best
-    model; ``outcome.metrics`` go to the run with :func:`imascl_ray.eval.tracking.log_metrics`.
+    model; ``outcome.metrics`` go to the run with :func:`imascl_ray.tracking.metrics.log_metrics`.
     ``reference`` (a model, e.g. the pretrained student) adds the local suite's monolingual structure.
     """
     if suite not in SUITES:

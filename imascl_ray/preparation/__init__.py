@@ -9,7 +9,8 @@ Following a run from its config to its exported model crosses each module once:
    multilingual-e5-small is built on first use; its vocabulary optionally trimmed to the corpus), and
    :func:`load_student`, how the workers and the export load it later.
 3. :mod:`~imascl_ray.preparation.teacher_cache`: the teacher embeds every unique training sentence once
-   into a cache that trials and reruns share, in this process or on Ray Data actors.
+   into a cache that trials and reruns share, in this process or on Ray Data actors
+   (:mod:`~imascl_ray.preparation.teacher_pool`).
 4. :mod:`~imascl_ray.preparation.mining`: for the ``hard_negatives`` loss, each training pair's
    teacher-nearest non-translations.
 

@@ -3,7 +3,7 @@
 :func:`build_teacher_cache` embeds a sentence list into a fingerprinted, memory-mapped
 :class:`~imascl_ray.teacher.TeacherCache` under ``teacher.cache_dir``, either in this process or, with
 ``teacher.workers``, on a pool of Ray Data actors that each hold the teacher
-(:mod:`imascl_ray.train.teacher_pool`, imported only then). A sweep over pair sets builds one cache
+(:mod:`imascl_ray.preparation.teacher_pool`, imported only then). A sweep over pair sets builds one cache
 over the union of its variants' training sentences (:func:`build_shared_teacher_cache`); each trial
 then looks its own sentences up in it (:class:`SharedTeacherCache`) instead of running the teacher.
 """
@@ -72,7 +72,7 @@ def build_teacher_cache(config: Config, sentences: Sequence[str], *, progress: b
     workers = teacher_pool_size(config)
     embedder = None
     if workers:
-        from imascl_ray.train.teacher_pool import RayDataEmbedder
+        from imascl_ray.preparation.teacher_pool import RayDataEmbedder
 
         embedder = RayDataEmbedder(workers, cpus_per_worker=settings.cpus_per_worker)
     where = f"{workers} Ray Data actor(s)" if workers else "this process"

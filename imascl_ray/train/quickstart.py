@@ -53,16 +53,14 @@ def run_quickstart(
     out: str | Path, overrides: list[str] | None = None, address: str | None = None
 ) -> dict[str, Any]:
     """Everything the module docstring says, under ``out``; returns the results written to results.json."""
-    from mlflow.tracking import MlflowClient
-
     from imascl_ray.eval.figure import before_after_figure, write_figure
     from imascl_ray.eval.local_suite import flatten_local
     from imascl_ray.eval.runner import evaluate_model
     from imascl_ray.eval.structure import describe_structure
-    from imascl_ray.eval.tracking import log_metrics
-    from imascl_ray.mlflow_model import logged_model_of, runs_view_url
     from imascl_ray.model_card import CARD_FILE
     from imascl_ray.preparation import resolve_model
+    from imascl_ray.tracking import TrackedRun
+    from imascl_ray.tracking.models import logged_model_of, runs_view_url
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training
 
@@ -83,19 +81,15 @@ def run_quickstart(
     test_pairs = outcome.run_dir / "data" / "test.parquet"
     _stage(3, f"evaluating the pretrained model on the same held-out pairs ({test_pairs.name})")
     before = evaluate_model(pretrained, "local", pair_files=[test_pairs]).results
-    log_metrics(
-        flatten_local(before, namespace="pretrained"),
-        run_id=outcome.mlflow_run_id,
-        tracking_uri=outcome.mlflow_uri,
-    )
+    run = TrackedRun(outcome.mlflow_uri, str(outcome.mlflow_run_id))  # finished: only logged into now
+    run.log_metrics(flatten_local(before, namespace="pretrained"))
     after = outcome.evaluation or evaluate_model(str(model_dir), "local", pair_files=[test_pairs]).results
     _stage(4, "results")
     table = comparison_table(before, after)
     figure = before_after_figure(after, before)
     figure_path = write_figure(figure, out / "results.png")
-    client = MlflowClient(tracking_uri=outcome.mlflow_uri)
-    client.log_figure(outcome.mlflow_run_id, figure, FIGURE_ARTIFACT)
-    experiment_id = client.get_run(outcome.mlflow_run_id).info.experiment_id
+    run.log_figure(figure, FIGURE_ARTIFACT)
+    experiment_id = run.experiment_id
     logged = logged_model_of(outcome.mlflow_uri, outcome.mlflow_run_id)
     results = {
         "pretrained": before,

@@ -8,8 +8,9 @@ import os
 from collections.abc import Iterator
 
 from imascl_ray.config import Config
+from imascl_ray.interrupts import raise_on_signals
 from imascl_ray.logs import LOCAL_CLUSTER_WORKER_SETUP
-from imascl_ray.tracking_uri import adopt_credentials, worker_environment
+from imascl_ray.tracking.credentials import adopt_credentials, worker_environment
 
 #: Environment that Ray workers should see too (their own processes do not inherit the driver's).
 WORKER_ENVIRONMENT = (
@@ -33,7 +34,7 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
     ``ray.init()`` would join any cluster already running on the machine); inside ``ray job submit``
     pass ``"auto"`` to join the job's cluster, whose environment comes from the job's runtime env
     (``--runtime-env-json``). Either way the workers get MLflow's credential and retry variables
-    (:func:`imascl_ray.tracking_uri.worker_environment`), after credentials written into
+    (:func:`imascl_ray.tracking.credentials.worker_environment`), after credentials written into
     ``tracking.mlflow_uri`` have moved into them. Without a GPU the local cluster advertises at least one
     CPU per worker plus one for the driver's controller, so a 2-core machine can still run 2 workers.
     """
@@ -70,6 +71,7 @@ def ray_session(address: str | None, config: Config | None = None, **init_kwargs
             forwarding_to_a_job = True
     with _job_env_override(forwarding_to_a_job):
         ray.init(**kwargs)
+    raise_on_signals()  # ray.init replaced the SIGTERM handler with one that exits 1 at once
     try:
         yield
     finally:

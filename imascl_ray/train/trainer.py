@@ -1,11 +1,12 @@
 """The driver side of a training run: prepare, start a ``TorchTrainer``, export the best model, evaluate.
 
 ``run_training(config)`` is what ``imascl-ray train`` and each Tune trial call. It prepares the run once
-(corpus splits, teacher cache: :mod:`imascl_ray.preparation`), opens an MLflow run with the flattened config
-as params, starts ``num_workers`` Ray Train workers running :func:`imascl_ray.train.worker.train_worker`
-(gloo on CPU, NCCL on GPU; a failed worker group restarts from the last checkpoint), exports the best
-checkpoint by validation accuracy as a sentence-transformers folder, and evaluates it as ``eval.suite``
-says, logging those metrics into the same MLflow run.
+(corpus splits, teacher cache: :mod:`imascl_ray.preparation`), opens the run's MLflow run (a
+:class:`~imascl_ray.tracking.TrackedRun`: it ends FINISHED, FAILED or KILLED as the block does), starts
+``num_workers`` Ray Train workers running :func:`imascl_ray.train.worker.train_worker` (gloo on CPU,
+NCCL on GPU; a failed worker group restarts from the last checkpoint), exports the best checkpoint by
+validation accuracy as a sentence-transformers folder, evaluates it as ``eval.suite`` says, and
+publishes it once (model card, MLflow model, registered version: :mod:`imascl_ray.tracking.publish`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imascl_ray.config import Config, flatten, to_dict
+from imascl_ray.config import Config, to_dict
 from imascl_ray.engine.loop import SCORE
+from imascl_ray.interrupts import call_interruptibly
+from imascl_ray.model_card import corpus_name
 from imascl_ray.preparation import PreparedRun, SharedTeacherCache, load_student, prepare_run
-from imascl_ray.tracking_uri import adopt_credentials, redact_text, without_credentials
+from imascl_ray.tracking import TrackedRun, reopen_run, start_run, store_uri, without_credentials
 from imascl_ray.train import run_names
-from imascl_ray.train.metrics_sink import call_with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +37,29 @@ class TrainingOutcome:
     model_dir: Path
     best_score: float
     metrics: dict[str, float]
+    """Ray Train's last reported metrics."""
     mlflow_run_id: str | None
     mlflow_uri: str
     worker_summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     """What rank 0's loop returned: steps, best score, seconds, the node of every rank."""
     evaluation: dict[str, Any] | None = None
+    eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The evaluation as flat MLflow metrics (what the run logged; the sweep's table and the registered
+    version read them)."""
     structure: dict[str, float] = dataclasses.field(default_factory=dict)
     """Local suite: the monolingual structure kept against the pretrained student, per language."""
 
 
-def mlflow_uri(config: Config) -> str:
-    """The tracking URI: the configured one, else a sqlite store under the output folder (absolute, as
-    Ray workers run in other directories). Credentials written into the URI move to MLflow's environment
-    variables (:func:`imascl_ray.tracking_uri.adopt_credentials`): the URI returned has none."""
-    if config.tracking.mlflow_uri:
-        return adopt_credentials(config.tracking.mlflow_uri)
-    folder = Path(config.tracking.output_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+@dataclass
+class TrialContext:
+    """What a Tune trial hands to :func:`run_training` besides its config."""
+
+    run: TrackedRun
+    """The trial's MLflow child run (made, or reopened on a resumed sweep, by the trial)."""
+    shared_teacher: SharedTeacherCache | None = None
+    """The sweep's one teacher cache over every trial's sentences."""
+    callbacks: list[Any] = dataclasses.field(default_factory=list)
+    """Ray Train callbacks (the validation reports forwarded to Tune)."""
 
 
 def default_run_name(config: Config) -> str:
@@ -63,45 +70,24 @@ def default_run_name(config: Config) -> str:
     return f"{label}-{config.data.pair_set}-{time.strftime('%Y%m%d-%H%M%S')}-{run_names.unique_suffix()}"
 
 
-def start_mlflow_run(
-    config: Config, run_name: str, *, tags: dict[str, str] | None = None, parent_run_id: str | None = None
-) -> str:
-    """Create the run's MLflow run with the flattened config as params; returns its id.
-
-    The experiment, if this makes it, keeps its artifacts under ``tracking.output_dir`` (a local store;
-    see :func:`imascl_ray.mlflow_model.experiment_id`)."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
-
-    from imascl_ray.mlflow_model import experiment_id as find_experiment
-
-    uri = mlflow_uri(config)
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = find_experiment(uri, config.tracking.experiment, config.tracking.output_dir)
-    run_tags = dict(tags or {})
-    if parent_run_id:
-        run_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
-    params = [Param(key, redact_text(str(value))[:6000]) for key, value in flatten(config).items()]
-    for start in range(0, len(params), 100):
-        client.log_batch(run.info.run_id, params=params[start : start + 100])
-    return run.info.run_id
-
-
-def export_best_model(prepared: PreparedRun, config: Config, checkpoint, out: Path) -> Path:
-    """Load a Ray checkpoint's weights (local or remote storage) into the student; save it as a
-    sentence-transformers folder with a model card (the config's facts; the run's evaluation is added
-    when it has one, :func:`publish_exported`)."""
+def export_best_model(
+    prepared: PreparedRun, config: Config, checkpoint, out: Path, *, with_card: bool = False
+) -> Path:
+    """Load a Ray checkpoint's weights (local or remote storage) into the student and save it as a
+    sentence-transformers folder. A run's card is written once, by :func:`publish` after the
+    evaluation; ``with_card`` writes one from the config alone (a sweep's stopped best trial)."""
     from safetensors.torch import load_model
 
     from imascl_ray.engine.checkpoint import MODEL_FILE
-    from imascl_ray.model_card import write_model_card
 
     student = load_student(config.model, prepared.student)
     with checkpoint.as_directory() as folder:
         load_model(student, str(Path(folder) / MODEL_FILE))
     exported = student.save(out)
-    write_model_card(exported, config, base_model_folder=prepared.student)
+    if with_card:
+        from imascl_ray.model_card import write_model_card
+
+        write_model_card(exported, config, base_model_folder=prepared.student)
     return exported
 
 
@@ -146,125 +132,91 @@ def run_training(
     config: Config,
     *,
     run_name: str | None = None,
-    evaluate: bool = True,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    callbacks: list[Any] | None = None,
-    shared_teacher: SharedTeacherCache | None = None,
-    mlflow_run_id: str | None = None,
     resume: bool = False,
+    evaluate: bool = True,
+    trial: TrialContext | None = None,
 ) -> TrainingOutcome:
-    """Prepare, train on Ray (the caller has called ``ray.init``), export the best model, evaluate.
+    """Prepare, train on Ray (the caller has called ``ray.init``), export the best model, evaluate,
+    publish.
 
-    A Tune trial passes the sweep's ``shared_teacher`` cache, and ``mlflow_run_id`` to log into the
-    child run it made (or, resumed, made before) instead of a new one (``tags`` and ``parent_run_id``
-    only apply to a run created here). A run name that already has checkpoints is an error unless
-    ``resume`` (:mod:`imascl_ray.train.run_names`); resumed, the run continues from its last checkpoint
-    and logs into its earlier MLflow run. A run that raises ends FAILED in MLflow (KILLED on Ctrl-C).
+    A run name that already has checkpoints is an error unless ``resume``
+    (:mod:`imascl_ray.train.run_names`); resumed, the run continues from its last checkpoint and logs
+    into its earlier MLflow run. A Tune ``trial`` brings its own MLflow child run, the sweep's teacher
+    cache and its callbacks, and always resumes (Tune restarts a trial in its own run folder). The MLflow
+    run ends FAILED if this raises, KILLED on Ctrl-C or SIGTERM (:mod:`imascl_ray.interrupts`).
     """
     config = without_credentials(config)  # it goes into params and Ray's train_loop_config
-    uri = mlflow_uri(config)
     run_name = run_name or config.tracking.run_name or default_run_name(config)
     output = Path(config.tracking.output_dir).resolve()
     run_dir = output / "runs" / run_name
     storage = config.tracking.storage_path or str(output / "ray")
+    resume = resume or trial is not None
     if not resume:
         run_names.check_new_run(run_name, storage, run_dir)
     elif run_names.ray_snapshot(storage, run_name) is None:
         logger.info("[train] run %s has no checkpoint yet: it starts from step 0", run_name)
-    prepared = prepare_run(config, run_dir, shared_teacher=shared_teacher)
-    run_id = (
-        mlflow_run_id
-        or (_reopen_mlflow_run(uri, run_names.remembered_mlflow_run(run_dir)) if resume else None)
-        or start_mlflow_run(config, run_name, tags=tags, parent_run_id=parent_run_id)
-    )
-    run_names.remember_mlflow_run(run_dir, run_id)
-    logger.info("[train] MLflow run %s in %s", run_id, uri)
-    try:
-        log_training_corpus(config, prepared, uri, run_id)
-        outcome = _train_and_export(config, prepared, run_name, storage, run_dir, uri, run_id, callbacks)
+    prepared = prepare_run(config, run_dir, shared_teacher=trial.shared_teacher if trial else None)
+    run = _open_run(config, run_name, run_dir, resume, trial)
+    logger.info("[train] MLflow run %s in %s", run.run_id, run.uri)
+    with run:
+        corpus = f"{corpus_name(config.data.corpus)} {config.data.pair_set} (train)"
+        run.log_training_corpus(prepared.train, corpus[:500])
+        outcome = _train_and_export(config, prepared, run_dir, storage, run, trial)
         if evaluate and config.eval.suite != "none":
-            evaluation = evaluate_exported(config, prepared, outcome.model_dir, run_id, uri)
+            evaluation = evaluate_exported(config, prepared, outcome.model_dir, run)
             outcome.evaluation, outcome.structure = evaluation.results, evaluation.structure
-        publish_exported(config, prepared, outcome, register=parent_run_id is None)
-    except Exception:
-        _close_quietly(uri, run_id, "FAILED")
-        raise
-    except KeyboardInterrupt:
-        _close_quietly(uri, run_id, "KILLED")
-        raise
-    # (A SystemExit is Tune stopping a trial: the sweep closes its run, tagged as stopped early.)
-    try:
-        call_with_retries(
-            lambda: _finish_mlflow(uri, run_id, "FINISHED"),
-            what=f"closing MLflow run {run_id}",
-        )
-    except Exception as error:  # the model is exported: tracking must not fail the run now
-        logger.warning(
-            "[train] MLflow run %s could not be closed (%s)", run_id, redact_text(str(error))[:300]
-        )
+            outcome.eval_metrics = dict(evaluation.metrics)
+        publish(config, prepared, outcome, run, register=trial is None)
     return outcome
+
+
+def _open_run(
+    config: Config, run_name: str, run_dir: Path, resume: bool, trial: TrialContext | None
+) -> TrackedRun:
+    """The trial's child run; or, resumed, the run's earlier MLflow run; else a new one. Its id goes into
+    the run folder (what a later ``--resume`` logs into)."""
+    earlier = run_names.remembered_mlflow_run(run_dir) if resume and trial is None else None
+    run = (
+        (trial.run if trial else None)
+        or reopen_run(store_uri(config), earlier)
+        or start_run(config, run_name)
+    )
+    run_names.remember_mlflow_run(run_dir, run.run_id)
+    return run
 
 
 def _train_and_export(
     config: Config,
     prepared: PreparedRun,
-    run_name: str,
-    storage: str,
     run_dir: Path,
-    uri: str,
-    run_id: str,
-    callbacks: list[Any] | None,
+    storage: str,
+    run: TrackedRun,
+    trial: TrialContext | None,
 ) -> TrainingOutcome:
-    """Ray Train's ``fit()`` (it raises if the run fails), then the export of its best checkpoint."""
+    """Ray Train's ``fit()`` (it raises if the run fails; run so that a signal reaches this process's
+    handler, not Ray Train's), then the export of its best checkpoint."""
     payload = {
         "config": to_dict(config),
         "prepared": dataclasses.asdict(prepared),
-        "mlflow_uri": uri,
-        "mlflow_run_id": run_id,
+        "mlflow_uri": run.uri,
+        "mlflow_run_id": run.run_id,
     }
-    trainer = build_trainer(config, payload, run_name, storage, callbacks)
-    result = trainer.fit()
+    trainer = build_trainer(config, payload, run_dir.name, storage, trial.callbacks if trial else None)
+    result = call_interruptibly(trainer.fit)
     if result.error:  # older Ray returned the error instead of raising it
         raise result.error
     best = _best_checkpoint(result)
     model_dir = export_best_model(prepared, config, best[0], run_dir / "model")
     logger.info("[train] best %s %.4f: exported %s", SCORE, best[1], model_dir)
     return TrainingOutcome(
-        run_dir, model_dir, best[1], dict(result.metrics or {}), run_id, uri, dict(result.return_value or {})
+        run_dir,
+        model_dir,
+        best[1],
+        dict(result.metrics or {}),
+        run.run_id,
+        run.uri,
+        dict(result.return_value or {}),
     )
-
-
-def _reopen_mlflow_run(uri: str, run_id: str | None) -> str | None:
-    """Set a resumed run's earlier MLflow run back to RUNNING; None if there is none at ``uri``."""
-    from mlflow.tracking import MlflowClient
-
-    if run_id is None:
-        return None
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        client.get_run(run_id)
-    except Exception:
-        logger.warning("[train] MLflow run %s of the resumed run is not in %s: starting another", run_id, uri)
-        return None
-    client.update_run(run_id, status="RUNNING")
-    return run_id
-
-
-def _close_quietly(uri: str, run_id: str, status: str) -> None:
-    """End the MLflow run as ``status``, if it is still RUNNING, without hiding the error that ended
-    the run. (A sweep may have closed it already: a trial stopped by the scheduler is KILLED there,
-    and its process, torn down by Tune, must not turn that into FAILED afterwards.)"""
-    try:
-        call_with_retries(
-            lambda: _finish_mlflow(uri, run_id, status, only_if_running=True),
-            what=f"marking MLflow run {run_id} {status}",
-            timeout_s=60.0,
-        )
-    except Exception as error:
-        logger.warning(
-            "[train] could not mark MLflow run %s %s: %s", run_id, status, redact_text(str(error))[:300]
-        )
 
 
 def _best_checkpoint(result) -> tuple[Any, float]:
@@ -278,12 +230,11 @@ def _best_checkpoint(result) -> tuple[Any, float]:
     return checkpoint, float(score)
 
 
-def evaluate_exported(config: Config, prepared: PreparedRun, model_dir: Path, run_id: str | None, uri: str):
+def evaluate_exported(config: Config, prepared: PreparedRun, model_dir: Path, run: TrackedRun | None):
     """The config's evaluation suite on the exported model, logged into the training run; returns its
     :class:`~imascl_ray.eval.runner.EvalOutcome`. The local suite also measures the monolingual
     structure the model kept against the pretrained student (``local/structure/<lang>``)."""
     from imascl_ray.eval.runner import EvalOutcome, evaluate_model
-    from imascl_ray.eval.tracking import log_metrics
 
     pair_files = list(config.eval.pairs) or ([prepared.test] if prepared.test else [])
     if config.eval.suite == "local" and not pair_files:
@@ -291,46 +242,28 @@ def evaluate_exported(config: Config, prepared: PreparedRun, model_dir: Path, ru
         return EvalOutcome("local", {})
     reference = prepared.student if config.eval.suite == "local" else None
     outcome = evaluate_model(str(model_dir), config.eval.suite, pair_files=pair_files, reference=reference)
-    if run_id is not None:
-        log_metrics(outcome.metrics, run_id=run_id, tracking_uri=uri)
+    if run is not None:
+        run.log_metrics(outcome.metrics)
     return outcome
 
 
-def log_training_corpus(config: Config, prepared: PreparedRun, uri: str, run_id: str) -> None:
-    """The run's training split as its MLflow dataset input (the runs table's Dataset column)."""
-    from imascl_ray.mlflow_model import log_training_corpus as log_corpus
-    from imascl_ray.model_card import corpus_name
-
-    name = f"{corpus_name(config.data.corpus)} {config.data.pair_set} (train)"
-    log_corpus(uri, run_id, prepared.train, name[:500])
-
-
-def publish_exported(
-    config: Config, prepared: PreparedRun, outcome: TrainingOutcome, *, register: bool
+def publish(
+    config: Config, prepared: PreparedRun, outcome: TrainingOutcome, run: TrackedRun, *, register: bool
 ) -> None:
-    """Write the exported model's card, log it as the run's MLflow model, and register it when
+    """The exported model's card (written once, with the evaluation), its MLflow model and, when
     ``tracking.register_as`` says so and ``register`` (a sweep's nested trial runs leave that to the
-    sweep): :func:`imascl_ray.train.publish.publish_run_model`."""
-    from imascl_ray.train.publish import publish_run_model
+    sweep), a registered version: :func:`imascl_ray.tracking.publish.publish_run_model`."""
+    from imascl_ray.tracking.publish import publish_run_model
 
     publish_run_model(
         config,
         outcome.model_dir,
-        uri=outcome.mlflow_uri,
-        run_id=outcome.mlflow_run_id,
+        run,
         run_name=outcome.run_dir.name,
         evaluation=outcome.evaluation,
+        eval_metrics=outcome.eval_metrics,
         summary=outcome.worker_summary,
         best_score=outcome.best_score,
         base_model_folder=prepared.student,
         register=register,
     )
-
-
-def _finish_mlflow(uri: str, run_id: str, status: str, *, only_if_running: bool = False) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    if only_if_running and client.get_run(run_id).info.status != "RUNNING":
-        return
-    client.set_terminated(run_id, status=status)

@@ -14,7 +14,7 @@ from imascl_ray.config import from_dict
 from imascl_ray.engine.loop import RankContext, TrainingLoop
 from imascl_ray.logs import configure_logging, quiet_ray_train_reports
 from imascl_ray.preparation import PreparedRun
-from imascl_ray.train.metrics_sink import MetricsSink
+from imascl_ray.tracking.metrics import MetricsSink
 
 #: How long rank 0 waits at the end of training for queued metrics to reach an MLflow server that is away.
 METRICS_FLUSH_TIMEOUT_S = 120.0
@@ -23,7 +23,7 @@ METRICS_FLUSH_TIMEOUT_S = 120.0
 class RayReporter:
     """Forwards the loop's reports to ``ray.train.report`` and, on rank 0 only, to the run's MLflow run.
 
-    MLflow gets them through a :class:`~imascl_ray.train.metrics_sink.MetricsSink`: sent in the
+    MLflow gets them through a :class:`~imascl_ray.tracking.metrics.MetricsSink`: sent in the
     background, retried and queued while the server is away, so tracking never stalls or ends training.
     """
 

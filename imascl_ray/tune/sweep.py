@@ -7,12 +7,14 @@
 2. builds one teacher cache over the union of the training sentences of every searched data variant
    (pair sets), shared by all trials (:func:`imascl_ray.preparation.build_shared_teacher_cache`); a pair set
    the corpus lacks fails here, before any trial;
-3. opens the MLflow parent run;
-4. runs the ``Tuner``: the function trainable :func:`imascl_ray.tune.trainable.run_trial` (one
-   ``TorchTrainer`` per trial), ``OptunaSearch`` with a seeded TPE sampler (or, when the space has a
-   ``grid``, Tune's grid search crossed with seeded random sampling), ``ASHAScheduler`` on the
-   validation metric, and ``max_concurrent_trials`` from the cluster's resources (a trial takes a CPU
-   of its own besides its workers');
+3. opens the MLflow parent run (:mod:`imascl_ray.tracking.sweeps`; failing or interrupted, the sweep
+   ends it and its children still RUNNING, KILLED);
+4. runs the ``Tuner`` (in a helper thread, so that Ctrl-C and SIGTERM reach imascl-ray's handler,
+   :mod:`imascl_ray.interrupts`, not Tune's): the function trainable
+   :func:`imascl_ray.tune.trainable.run_trial` (one ``TorchTrainer`` per trial), ``OptunaSearch``
+   with a seeded TPE sampler (or, when the space has a ``grid``, Tune's grid search crossed with
+   seeded random sampling), ``ASHAScheduler`` on the validation metric, and ``max_concurrent_trials``
+   from the cluster's resources (a trial takes a CPU of its own besides its workers');
 5. ranks the trials, prints and saves the table (``trials.txt``, ``trials.csv``), writes the best
    trial's config as a recipe ``imascl-ray train`` accepts (``best-config.yaml``), copies its exported
    model (``best-model/``), and closes the parent run with the summary.
@@ -40,11 +42,13 @@ from ray import tune
 
 from imascl_ray.config import dump_yaml
 from imascl_ray.errors import InputError
+from imascl_ray.interrupts import call_interruptibly
 from imascl_ray.preparation import PreparedRun, SharedTeacherCache, build_shared_teacher_cache
-from imascl_ray.tracking_uri import redact_text, without_credentials
-from imascl_ray.train.publish import register_sweep_best
+from imascl_ray.tracking import TrackedRun, redact_text, store_uri, without_credentials
+from imascl_ray.tracking import sweeps as tracking
+from imascl_ray.tracking import tags as tag
+from imascl_ray.tracking.publish import register_sweep_best
 from imascl_ray.tune import results as tables
-from imascl_ray.tune import tracking
 from imascl_ray.tune.files import write_json_atomically
 from imascl_ray.tune.placement_groups import remove_orphaned_placement_groups
 from imascl_ray.tune.space import SearchSpace, load_space, max_concurrent_trials, space_to_dict
@@ -80,18 +84,12 @@ class SweepOutcome:
 
 def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
     """Run the sweep ``space`` describes from the start; see the module docstring."""
-    from imascl_ray.train.trainer import mlflow_uri
-
     space = dataclasses.replace(space, fixed=without_credentials(space.fixed))  # trials are pickled
     output = Path(space.fixed.tracking.output_dir).resolve()
     directory = _new_sweep_dir(output / "sweeps", name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.copyfile(space.path, directory / SPACE_COPY)
     commit = tracking.git_commit()
-    tags = {
-        tracking.TAG_SPACE: str(space.path),
-        tracking.TAG_COMMIT: commit,
-        tracking.TAG_SWEEP: directory.name,
-    }
+    tags = {tag.SPACE: str(space.path), tag.COMMIT: commit, tag.SWEEP: directory.name}
     logger.info("[tune] sweep %s: %s", directory.name, json.dumps(space_to_dict(space)))
     logger.info("[tune] resume it, if its driver dies, with: imascl-ray tune --resume %s", directory)
 
@@ -99,9 +97,9 @@ def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
     logger.info("[tune] one teacher cache over %d data variant(s)", len(variants))
     shared = build_shared_teacher_cache(variants, directory)
 
-    uri = mlflow_uri(space.fixed)
-    parent_run_id = tracking.start_parent_run(space.fixed, directory.name, space.describe(), tags)
-    logger.info("[tune] MLflow parent run %s in %s", parent_run_id, uri)
+    uri = store_uri(space.fixed)
+    parent = tracking.start_parent_run(space.fixed, directory.name, space.describe(), tags)
+    logger.info("[tune] MLflow parent run %s in %s", parent.run_id, uri)
     state = {
         "name": directory.name,
         "space": str(space.path.resolve()),
@@ -112,13 +110,13 @@ def run_sweep(space: SearchSpace, *, name: str | None = None) -> SweepOutcome:
         "git_commit": commit,
         "tags": tags,
         "mlflow_uri": uri,
-        "parent_run_id": parent_run_id,
+        "parent_run_id": parent.run_id,
         "shared_teacher": dataclasses.asdict(shared),
         "space_summary": space_to_dict(space),
     }
     write_json_atomically(directory / STATE_FILE, state)
-    spec = TrialSpec(space, directory.name, str(directory), parent_run_id, shared, tags)
-    return _fit_and_finish(spec, uri, restore=False)
+    spec = TrialSpec(space, directory.name, str(directory), parent.run_id, shared, tags)
+    return _fit_and_finish(spec, parent, restore=False)
 
 
 def read_state(directory: str | Path) -> dict[str, Any]:
@@ -160,10 +158,10 @@ def resume_sweep(directory: str | Path) -> SweepOutcome:
         raise InputError(f"{directory}: the sweep never started its trials (no {TUNE_DIR}/); start it again")
     space = load_sweep_space(directory)
     shared = SharedTeacherCache(**state["shared_teacher"])
-    tracking.reopen_run(state["mlflow_uri"], state["parent_run_id"])
+    parent = tracking.parent_run(state["mlflow_uri"], state["parent_run_id"])
     logger.info("[tune] resuming sweep %s", directory.name)
-    spec = TrialSpec(space, state["name"], str(directory), state["parent_run_id"], shared, state["tags"])
-    return _fit_and_finish(spec, state["mlflow_uri"], restore=True)
+    spec = TrialSpec(space, state["name"], str(directory), parent.run_id, shared, state["tags"])
+    return _fit_and_finish(spec, parent, restore=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -250,8 +248,9 @@ def _scheduler(space: SearchSpace):
     )
 
 
-def _fit_and_finish(spec: TrialSpec, uri: str, *, restore: bool) -> SweepOutcome:
-    space, directory = spec.space, Path(spec.sweep_dir)
+def _fit_and_finish(spec: TrialSpec, parent: TrackedRun, *, restore: bool) -> SweepOutcome:
+    """Tune's ``fit()``, then the table, best config and model; the parent run ends as this does."""
+    space, directory, uri = spec.space, Path(spec.sweep_dir), parent.uri
     if space.max_concurrent_trials is not None:
         concurrency = space.max_concurrent_trials
     else:
@@ -286,26 +285,10 @@ def _fit_and_finish(spec: TrialSpec, uri: str, *, restore: bool) -> SweepOutcome
                 verbose=1,
             ),
         )
-    try:
-        grid = tuner.fit()  # does not raise when trials fail: their errors are in the results
+    with parent:
+        grid = call_interruptibly(tuner.fit)  # does not raise when trials fail: see the results
         records = tables.rank(_records(grid, spec), space.mode)
-        return _finish(spec, uri, records)
-    except Exception:
-        _close_parent_quietly(uri, spec.parent_run_id, "FAILED")
-        raise
-    except KeyboardInterrupt:
-        _close_parent_quietly(uri, spec.parent_run_id, "KILLED")
-        raise
-
-
-def _close_parent_quietly(uri: str, run_id: str, status: str) -> None:
-    """End the sweep's parent run as ``status`` without hiding the error that ended the sweep."""
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)
-    except Exception as error:
-        logger.warning("[tune] could not mark MLflow run %s %s: %s", run_id, status, redact_text(str(error)))
+        return _finish(spec, parent, records)
 
 
 def _records(grid, spec: TrialSpec) -> list[tables.TrialRecord]:
@@ -350,8 +333,8 @@ def _records(grid, spec: TrialSpec) -> list[tables.TrialRecord]:
     return records
 
 
-def _finish(spec: TrialSpec, uri: str, records: list[tables.TrialRecord]) -> SweepOutcome:
-    space, directory = spec.space, Path(spec.sweep_dir)
+def _finish(spec: TrialSpec, parent: TrackedRun, records: list[tables.TrialRecord]) -> SweepOutcome:
+    space, directory, uri = spec.space, Path(spec.sweep_dir), parent.uri
     keys = list(space.parameters)
     table = tables.format_table(records, keys, space.metric)
     (directory / "trials.txt").write_text(table + "\n", encoding="utf-8")
@@ -374,9 +357,9 @@ def _finish(spec: TrialSpec, uri: str, records: list[tables.TrialRecord]) -> Swe
         metrics[f"best/{space.metric}"] = best.best
     outcome = SweepOutcome(directory, records, table, best, best_config, best_model, spec.parent_run_id, uri)
     artifacts = [directory / "trials.txt", csv_path] + ([best_config] if best_config else [])
-    tracking.finish_parent_run(
-        uri, spec.parent_run_id, metrics=metrics, artifacts=artifacts, failed=outcome.all_failed
-    )
+    tracking.log_sweep_summary(parent, metrics=metrics, artifacts=artifacts)
+    if outcome.all_failed:
+        parent.fail_on_exit()
     return outcome
 
 
@@ -395,7 +378,8 @@ def _export_best_model(spec: TrialSpec, best: tables.TrialRecord, out: Path) -> 
         from imascl_ray.train.trainer import export_best_model
 
         config = spec.space.trial_config(best.params)
-        return export_best_model(PreparedRun.load(run_dir), config, Checkpoint(best.checkpoint), out)
+        prepared = PreparedRun.load(run_dir)
+        return export_best_model(prepared, config, Checkpoint(best.checkpoint), out, with_card=True)
     logger.warning("[tune] the best trial %s left no model or checkpoint to export", best.trial_id)
     return None
 

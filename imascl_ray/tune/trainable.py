@@ -104,21 +104,6 @@ def read_events(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def evaluation_metrics(suite: str, evaluation: dict[str, Any] | None) -> dict[str, float]:
-    """The flat metrics of a run's evaluation (the names its MLflow run holds)."""
-    if not evaluation:
-        return {}
-    if suite == "local":
-        from imascl_ray.eval.local_suite import flatten_local
-
-        flat = flatten_local(evaluation)
-    else:
-        from imascl_ray.eval.mteb_suite import flatten_paper
-
-        flat = flatten_paper(evaluation)
-    return {key: float(value) for key, value in flat.items() if math.isfinite(float(value))}
-
-
 def run_trial(params: dict[str, Any], spec: TrialSpec) -> None:
     """Tune's function trainable: train with ``params`` on top of the sweep's fixed config."""
     import logging
@@ -126,8 +111,8 @@ def run_trial(params: dict[str, Any], spec: TrialSpec) -> None:
     from ray import tune
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from imascl_ray.train.trainer import run_training
-    from imascl_ray.tune.tracking import start_child_run
+    from imascl_ray.tracking.sweeps import start_child_run
+    from imascl_ray.train.trainer import TrialContext, run_training
 
     trial_id = tune.get_context().get_trial_id()
     config = spec.space.trial_config(params)
@@ -137,7 +122,7 @@ def run_trial(params: dict[str, Any], spec: TrialSpec) -> None:
         log_event(spec.sweep_dir, trial_id, "reused", run_name=run_name)
         tune.report(json.loads(done.read_text()))
         return
-    run_id = start_child_run(
+    run = start_child_run(
         config,
         run_name,
         parent_run_id=spec.parent_run_id,
@@ -145,26 +130,17 @@ def run_trial(params: dict[str, Any], spec: TrialSpec) -> None:
         searched=params,
         tags=spec.tags,
     )
-    log_event(spec.sweep_dir, trial_id, "start", run_name=run_name, mlflow_run_id=run_id, params=params)
-    outcome = run_training(
-        config,
-        run_name=run_name,
-        parent_run_id=spec.parent_run_id,
-        tags=spec.tags,
-        callbacks=[ValidationReportCallback(spec.space.metric, spec.sweep_dir, trial_id)],
-        shared_teacher=spec.shared_teacher,
-        mlflow_run_id=run_id,
-        resume=True,  # Tune restarts a trial in its own run folder: it continues from its checkpoint
-    )
+    log_event(spec.sweep_dir, trial_id, "start", run_name=run_name, mlflow_run_id=run.run_id, params=params)
+    callback = ValidationReportCallback(spec.space.metric, spec.sweep_dir, trial_id)
+    # A trial always resumes: Tune restarts it in its own run folder, and it continues from its checkpoint.
+    trial = TrialContext(run, shared_teacher=spec.shared_teacher, callbacks=[callback])
+    outcome = run_training(config, run_name=run_name, trial=trial)
     metric = spec.space.metric
     closing = {
         metric: outcome.best_score if metric == SCORE else outcome.metrics.get(metric, math.nan),
         "step": int(outcome.worker_summary.get("global_step", 0)),
         "final": 1,
-        **{
-            f"eval/{key}": value
-            for key, value in evaluation_metrics(config.eval.suite, outcome.evaluation).items()
-        },
+        **{f"eval/{key}": value for key, value in outcome.eval_metrics.items() if math.isfinite(value)},
     }
     write_json_atomically(done, closing)
     log_event(spec.sweep_dir, trial_id, "finished", best=outcome.best_score)

@@ -1,4 +1,5 @@
-"""Rank 0's metrics sink against a real sqlite MLflow store reached through a client that fails on purpose."""
+"""Metrics into real sqlite MLflow stores: flat evaluation metrics into a new or an existing run, and
+rank 0's metrics sink reached through a client that fails on purpose."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from imascl_ray.train.metrics_sink import MetricsSink, call_with_retries
+from imascl_ray.errors import InputError
+from imascl_ray.tracking.client import call_with_retries
+from imascl_ray.tracking.metrics import MetricsSink, log_metrics
 
 
 class FlakyClient:
@@ -46,7 +49,7 @@ def test_metrics_logged_while_the_store_is_away_arrive_when_it_is_back(store, ca
     sink = MetricsSink(run_id, uri, client=client, first_backoff_s=0.05, max_backoff_s=0.2)
     sink.log({"train/loss": 1.0}, step=1)
     client.down.set()
-    with caplog.at_level(logging.WARNING, logger="imascl_ray.train.metrics_sink"):
+    with caplog.at_level(logging.WARNING, logger="imascl_ray.tracking.metrics"):
         started = time.monotonic()
         for step in range(2, 12):
             sink.log({"train/loss": 1.0 / step, "bad": float("nan")}, step=step)
@@ -69,7 +72,7 @@ def test_metrics_the_store_never_takes_are_dropped_with_one_warning(store, caplo
     sink = MetricsSink(run_id, uri, client=client, first_backoff_s=0.05, max_backoff_s=0.1)
     for step in range(5):
         sink.log({"a": float(step), "b": 2.0}, step=step)
-    with caplog.at_level(logging.WARNING, logger="imascl_ray.train.metrics_sink"):
+    with caplog.at_level(logging.WARNING, logger="imascl_ray.tracking.metrics"):
         started = time.monotonic()
         sink.close(timeout_s=0.5)
         assert time.monotonic() - started < 2  # close gives up on time
@@ -140,3 +143,31 @@ def test_call_with_retries_retries_until_success_and_gives_up_after_its_time():
     with pytest.raises(OSError, match="locked"):
         call_with_retries(always, what="x", timeout_s=0.3, first_backoff_s=0.05, max_backoff_s=0.1)
     assert time.monotonic() - started < 1.0
+
+
+def test_metrics_go_to_a_new_run_and_to_an_existing_one(tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_metrics(
+        {"tatoeba/fra-eng/acc": 0.95, "sts17/ko-ko/spearman": float("nan")},
+        experiment="eval-test",
+        run_name="m",
+        tracking_uri=tracking_uri,
+        tags={"imascl.eval.suite": "paper"},
+    )
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.metrics == {"tatoeba/fra-eng/acc": 0.95}  # NaN is not logged
+    assert run.data.tags["imascl.eval.suite"] == "paper"
+    assert run.info.status == "FINISHED"
+
+    log_metrics({"local/en-fr/acc": 0.5}, run_id=run_id, tracking_uri=tracking_uri)
+    assert client.get_run(run_id).data.metrics == {"tatoeba/fra-eng/acc": 0.95, "local/en-fr/acc": 0.5}
+    assert client.get_experiment_by_name("eval-test").experiment_id == run.info.experiment_id
+
+
+def test_unknown_run_or_no_destination_is_an_input_error(tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(InputError, match="not found"):
+        log_metrics({"a": 1.0}, run_id="0" * 32, tracking_uri=tracking_uri)
+    with pytest.raises(InputError):
+        log_metrics({"a": 1.0}, tracking_uri=tracking_uri)

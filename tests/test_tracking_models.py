@@ -14,7 +14,8 @@ from test_tune_sweep import mlflow_server  # noqa: F401 (the server fixture, reu
 
 from imascl_ray.data import write_corpus
 from imascl_ray.encoder import SentenceEncoder
-from imascl_ray.mlflow_model import (
+from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+from imascl_ray.tracking.models import (
     ARTIFACTS_FOLDER,
     INPUT_EXAMPLE,
     artifact_location,
@@ -25,7 +26,6 @@ from imascl_ray.mlflow_model import (
     register_model,
     runs_view_url,
 )
-from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 
 TEXTS = ["open the file", "ouvrir le fichier", "the red cat"]
 
@@ -137,7 +137,8 @@ def test_log_model_off_keeps_the_card_and_logs_no_model_unless_a_version_is_aske
     import shutil
 
     from imascl_ray.config import load_config
-    from imascl_ray.train.publish import publish_run_model
+    from imascl_ray.tracking import TrackedRun
+    from imascl_ray.tracking.publish import publish_run_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
@@ -150,10 +151,10 @@ def test_log_model_off_keeps_the_card_and_logs_no_model_unless_a_version_is_aske
         return publish_run_model(
             config,
             folder,
-            uri=uri,
-            run_id=run_id,
+            TrackedRun(uri, run_id),
             run_name="r",
             evaluation=None,
+            eval_metrics={},
             summary=None,
             best_score=0.5,
             register=register,

@@ -1,4 +1,8 @@
-"""Rank 0's metrics to MLflow without training ever waiting on, or dying of, tracking.
+"""Metrics to MLflow: rank 0's stream that training never waits on, and the one-off evaluation metrics.
+
+:func:`log_metrics` puts a flat ``{"tatoeba/fra-eng/acc": 0.95, ...}`` dict into one run (the evaluation
+of a trained model, ``imascl-ray eval --mlflow-run-id``). Rank 0's metrics during training go through
+:class:`MetricsSink` instead, for the reasons below.
 
 MLflow's client retries HTTP requests itself (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, 7 by default, with
 exponential back-off: about 4 minutes, on refused connections and 429/5xx answers), and those settings
@@ -14,27 +18,91 @@ that fails stays queued and is tried again with exponential back-off (MLflow's o
 inside each try); one warning says the server is away, one line says when it is back. At the end of
 training :meth:`MetricsSink.close` waits a bounded time for the queue to drain and, if the server is
 still away, drops the rest with one warning. The queue is bounded too (the oldest values go first).
-:func:`call_with_retries` does the same for the driver's few one-off calls (closing the run).
+:func:`imascl_ray.tracking.client.call_with_retries` does the same for the driver's few one-off calls.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from imascl_ray.tracking_uri import redact_text
+from imascl_ray.errors import InputError
+from imascl_ray.tracking.client import client as make_client
+from imascl_ray.tracking.credentials import redact_text
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
+_REFUSED = re.compile(r"[^0-9A-Za-z_\-. /]")
 
 #: MLflow's limit on metrics per ``log_batch`` call.
 BATCH_LIMIT = 1000
+
+
+def metric_key(key: str) -> str:
+    """``key`` with characters MLflow refuses in metric names replaced by ``_``."""
+    return _REFUSED.sub("_", key)
+
+
+def metric_entries(metrics: Mapping[str, float], step: int) -> list:
+    """MLflow ``Metric`` entries of ``metrics`` at ``step``, timestamped now; non-finite values skipped
+    (MLflow stores NaN, but its UI can neither sort nor plot it)."""
+    from mlflow.entities import Metric
+
+    timestamp = int(time.time() * 1000)
+    return [
+        Metric(metric_key(key), float(value), timestamp, int(step))
+        for key, value in metrics.items()
+        if value is not None and math.isfinite(float(value))
+    ]
+
+
+def log_metrics(
+    metrics: Mapping[str, float],
+    *,
+    run_id: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    step: int = 0,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Log ``metrics`` to the MLflow run ``run_id``, or to a new run in ``experiment``; return the run id.
+
+    A run made here (``experiment``) is closed FINISHED. ``tracking_uri`` defaults to MLflow's own
+    default (``MLFLOW_TRACKING_URI``). An unknown ``run_id`` is an :class:`InputError`.
+    """
+    from mlflow.entities import RunTag
+
+    from imascl_ray.tracking.models import experiment_id as find_experiment
+
+    if run_id is None and experiment is None:
+        raise InputError("MLflow logging needs a run id or an experiment name")
+    mlflow = make_client(tracking_uri)
+    created = run_id is None
+    if run_id is None:
+        # A new experiment in a local sqlite store keeps its artifacts next to the database, not in
+        # ./mlruns of the current folder.
+        run_id = mlflow.create_run(find_experiment(mlflow.tracking_uri, str(experiment)), run_name=run_name)
+        run_id = run_id.info.run_id
+    else:
+        try:
+            mlflow.get_run(run_id)
+        except Exception as error:
+            raise InputError(f"MLflow run {run_id} not found at {mlflow.tracking_uri} ({error})") from error
+    entries = metric_entries(metrics, step)
+    for start in range(0, len(entries), BATCH_LIMIT):
+        mlflow.log_batch(run_id, metrics=entries[start : start + BATCH_LIMIT])
+    if tags:
+        mlflow.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+    if created:
+        mlflow.set_terminated(run_id)
+    return run_id
 
 
 class MetricsSink:
@@ -78,16 +146,7 @@ class MetricsSink:
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue ``metrics`` at ``step`` (timestamped now); returns at once. Non-finite values are skipped."""
-        from mlflow.entities import Metric
-
-        from imascl_ray.eval.tracking import metric_key
-
-        timestamp = int(time.time() * 1000)
-        entries = [
-            Metric(metric_key(key), float(value), timestamp, int(step))
-            for key, value in metrics.items()
-            if value is not None and math.isfinite(float(value))
-        ]
+        entries = metric_entries(metrics, int(step))
         with self._condition:
             if self._closing:
                 raise RuntimeError("the metrics sink is closed")
@@ -136,9 +195,7 @@ class MetricsSink:
                 self._in_flight = len(batch)
             try:
                 if self.client is None:
-                    from mlflow.tracking import MlflowClient
-
-                    self.client = MlflowClient(tracking_uri=self.tracking_uri)
+                    self.client = make_client(self.tracking_uri)
                 self.client.log_batch(self.run_id, metrics=batch)
             except Exception as error:  # any failure of tracking must stay here, never reach training
                 with self._condition:
@@ -184,29 +241,3 @@ class MetricsSink:
                 self.where,
                 self._last_error,
             )
-
-
-def call_with_retries(
-    call: Callable[[], T],
-    *,
-    what: str,
-    timeout_s: float = 300.0,
-    first_backoff_s: float = 1.0,
-    max_backoff_s: float = 30.0,
-) -> T:
-    """``call()``, tried again with exponential back-off while it raises, for at most ``timeout_s``;
-    the last error is raised after that. ``what`` names the call in the one warning logged."""
-    deadline = time.monotonic() + timeout_s
-    backoff = first_backoff_s
-    warned = False
-    while True:
-        try:
-            return call()
-        except Exception as error:
-            if time.monotonic() + backoff > deadline:
-                raise
-            if not warned:
-                warned = True
-                logger.warning("[mlflow] %s failed (%s); trying again", what, redact_text(str(error))[:300])
-            time.sleep(backoff)
-            backoff = min(max_backoff_s, backoff * 2)

@@ -1,4 +1,4 @@
-"""The trained model in MLflow: where artifacts go, the corpus as the run's dataset, the model, the registry.
+"""What a run leaves in MLflow besides numbers: where artifacts go, its dataset, figures, model, registry.
 
 - :func:`experiment_id`: an experiment created by this package keeps its artifacts under the run's
   ``tracking.output_dir`` (``<output_dir>/mlartifacts``) when the store is local (sqlite or a folder),
@@ -12,6 +12,7 @@
   copy of the weights in the store (one ``LoggedModel`` named ``model``, linked to the run).
 - :func:`register_model`: a new version of a registered model from a run's logged model, tagged and
   described by the caller (a sweep: sweep, trial and the trial's metrics).
+- :func:`log_figure`: a matplotlib figure as a run artifact (the before/after comparison).
 - :func:`runs_view_url`: the UI page of an experiment's training runs (MLflow 3 opens an experiment on
   its GenAI traces view otherwise).
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from imascl_ray.errors import InputError
+from imascl_ray.tracking.client import client as _client
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +49,6 @@ class LoggedModelRef:
 
     model_id: str
     model_uri: str
-
-
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def is_local_store(uri: str) -> bool:
@@ -213,6 +209,11 @@ def register_model(
         "[mlflow] registered %s version %s (models:/%s/%s)", name, version.version, name, version.version
     )
     return version
+
+
+def log_figure(uri: str | None, run_id: str, figure: object, artifact: str) -> None:
+    """Save ``figure`` (a matplotlib ``Figure``) as the run's artifact ``artifact`` (``figures/x.png``)."""
+    _client(uri).log_figure(run_id, figure, artifact)
 
 
 def metrics_description(metrics: Mapping[str, float], title: str) -> str:

@@ -1,13 +1,15 @@
 """What a finished run leaves for the people who use its model: a model card, an MLflow model, a version.
 
-:func:`publish_run_model` runs at the end of :func:`imascl_ray.train.trainer.run_training`, after the
-exported model was evaluated: it writes the folder's ``README.md`` from the run's config and results
-(:mod:`imascl_ray.model_card`), logs the folder as the run's MLflow sentence-transformers model (the
-run's one copy of the weights in the store) and, with ``tracking.register_as=NAME``, registers it as a
-new version of ``NAME``. A sweep registers its best trial instead (:func:`register_sweep_best`, called
-by the sweep's last step), so its trials, which are nested runs, do not register themselves.
+:func:`publish_run_model` runs once at the end of :func:`imascl_ray.train.trainer.run_training`,
+after the exported model was evaluated: it writes the folder's ``README.md`` (the run's one model card)
+from the run's config and results (:mod:`imascl_ray.model_card`), logs the folder as the run's MLflow
+sentence-transformers model (the run's one copy of the weights in the store) and, with
+``tracking.register_as=NAME``, registers it as a new version of ``NAME``. A sweep registers its best
+trial instead (:func:`register_sweep_best`, called by the sweep's last step), so its trials, which are
+nested runs, do not register themselves.
 
-No Ray here: the driver calls these after the workers are gone.
+No Ray here: the driver calls these after the workers are gone. The sweep's objects (its trial spec
+and best record) are only read, so nothing here imports the training or the Tune layer.
 """
 
 from __future__ import annotations
@@ -19,46 +21,35 @@ from pathlib import Path
 from typing import Any
 
 from imascl_ray.config import Config
+from imascl_ray.tracking import tags as tag
+from imascl_ray.tracking.runs import TrackedRun
 
 logger = logging.getLogger(__name__)
 
-TAG_RUN = "imascl.run_name"
-TAG_SWEEP = "imascl.sweep"
-TAG_TRIAL = "imascl.trial_id"
-TAG_PARENT = "imascl.parent_run_id"
 
-
-def headline_metrics(
-    suite: str, evaluation: Mapping[str, Any] | None, best_score: float | None = None
-) -> dict[str, float]:
-    """The numbers a model version shows: the best validation accuracy and the evaluation's means
-    (``local/mean/*``, or the paper suite's ``paper/*``)."""
-    flat: dict[str, float] = {}
-    if best_score is not None and math.isfinite(best_score):
+def headline_metrics(eval_metrics: Mapping[str, float], best_score: float | None = None) -> dict[str, float]:
+    """The numbers a model version shows: the best validation accuracy and, of the evaluation's flat
+    metrics (:attr:`imascl_ray.eval.runner.EvalOutcome.metrics`), the means over language pairs
+    (``local/mean/*``, ``paper/*``)."""
+    flat = {key: float(value) for key, value in eval_metrics.items() if is_headline(key)}
+    if best_score is not None:
         flat["val/mean/acc"] = float(best_score)
-    if evaluation:
-        if suite == "local":
-            from imascl_ray.eval.local_suite import flatten_local
+    return {key: value for key, value in flat.items() if math.isfinite(value)}
 
-            values = flatten_local(evaluation)
-            flat |= {key: value for key, value in values.items() if key.startswith("local/mean/")}
-        elif suite == "paper":
-            from imascl_ray.eval.mteb_suite import flatten_paper
 
-            flat |= {
-                key: value for key, value in flatten_paper(evaluation).items() if key.startswith("paper/")
-            }
-    return {key: float(value) for key, value in flat.items() if math.isfinite(float(value))}
+def is_headline(key: str) -> bool:
+    """Whether an evaluation metric is a mean over language pairs or one of the paper's numbers."""
+    return "/mean/" in key or key.startswith("paper/")
 
 
 def publish_run_model(
     config: Config,
     model_dir: Path,
+    run: TrackedRun | None,
     *,
-    uri: str,
-    run_id: str | None,
     run_name: str,
     evaluation: Mapping[str, Any] | None,
+    eval_metrics: Mapping[str, float],
     summary: Mapping[str, Any] | None,
     best_score: float | None,
     base_model_folder: str | None = None,
@@ -67,8 +58,8 @@ def publish_run_model(
     """Card, MLflow model (unless ``tracking.log_model`` is off) and (when ``tracking.register_as`` is
     set and ``register``) a registered version; returns
     ``{"card": path, "model_uri": ..., "registered": "name/version" or None}``."""
-    from imascl_ray.mlflow_model import log_sentence_transformer, metrics_description, register_model
     from imascl_ray.model_card import write_model_card
+    from imascl_ray.tracking.models import log_sentence_transformer, metrics_description, register_model
 
     card = write_model_card(
         model_dir,
@@ -81,18 +72,18 @@ def publish_run_model(
     )
     published: dict[str, Any] = {"card": card, "model_uri": None, "registered": None}
     name = config.tracking.register_as if register else None
-    if run_id is None or not (config.tracking.log_model or name):
+    if run is None or not (config.tracking.log_model or name):
         return published
-    logged = log_sentence_transformer(uri, run_id, model_dir)
+    logged = log_sentence_transformer(run.uri, run.run_id, model_dir)
     published["model_uri"] = logged.model_uri
-    logger.info("[mlflow] model logged: %s (also runs:/%s/model)", logged.model_uri, run_id)
+    logger.info("[mlflow] model logged: %s (also runs:/%s/model)", logged.model_uri, run.run_id)
     if name:
-        metrics = headline_metrics(config.eval.suite, evaluation, best_score)
+        metrics = headline_metrics(eval_metrics, best_score)
         version = register_model(
-            uri,
+            run.uri,
             name,
-            run_id=run_id,
-            tags={TAG_RUN: run_name, **{key: f"{value:.4f}" for key, value in metrics.items()}},
+            run_id=run.run_id,
+            tags={tag.RUN_NAME: run_name, **{key: f"{value:.4f}" for key, value in metrics.items()}},
             description=metrics_description(metrics, f"imascl-ray run {run_name}"),
         )
         published["registered"] = f"{name}/{version.version}"
@@ -116,8 +107,8 @@ def register_sweep_best(uri: str, spec: Any, best: Any, model_dir: Path | None) 
     metrics as tags and as its description. A registry error is reported and the sweep's results stand
     (None is returned).
     """
-    from imascl_ray.mlflow_model import metrics_description, register_model
-    from imascl_ray.tune.tracking import find_child_run
+    from imascl_ray.tracking.models import metrics_description, register_model
+    from imascl_ray.tracking.sweeps import find_child_run
 
     space = spec.space
     name = sweep_model_name(space.name, space.fixed.tracking.register_as)
@@ -126,12 +117,8 @@ def register_sweep_best(uri: str, spec: Any, best: Any, model_dir: Path | None) 
         metrics = (
             {space.metric: float(best.best)} if best.best is not None and math.isfinite(best.best) else {}
         )
-        metrics |= {
-            key: float(value)
-            for key, value in (best.evaluation or {}).items()
-            if "/mean/" in key or key.startswith("paper/")
-        }
-        tags = {TAG_SWEEP: spec.sweep_name, TAG_TRIAL: best.trial_id, TAG_PARENT: spec.parent_run_id}
+        metrics |= {key: float(value) for key, value in (best.evaluation or {}).items() if is_headline(key)}
+        tags = {tag.SWEEP: spec.sweep_name, tag.TRIAL: best.trial_id, tag.PARENT: spec.parent_run_id}
         version = register_model(
             uri,
             name,

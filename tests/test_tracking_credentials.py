@@ -8,7 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from imascl_ray.config import load_config
-from imascl_ray.tracking_uri import (
+from imascl_ray.tracking import start_run, store_uri
+from imascl_ray.tracking.credentials import (
     adopt_credentials,
     redact_text,
     redact_uri,
@@ -16,7 +17,6 @@ from imascl_ray.tracking_uri import (
     without_credentials,
     worker_environment,
 )
-from imascl_ray.train.trainer import mlflow_uri, start_mlflow_run
 
 SECRET_URI = "https://alice:s3cr%40t@mlflow.example.com:5000/prefix"
 
@@ -81,11 +81,11 @@ def test_a_run_started_with_a_credentialed_uri_stores_no_credential(tmp_path, mo
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     config = load_config(None, [f"tracking.output_dir={tmp_path}", f"tracking.mlflow_uri={SECRET_URI}"])
-    assert mlflow_uri(config) == "https://mlflow.example.com:5000/prefix"
+    assert store_uri(config) == "https://mlflow.example.com:5000/prefix"
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setattr("imascl_ray.train.trainer.mlflow_uri", lambda config: store)
-    run_id = start_mlflow_run(config, "secret-test", tags={"a": "b"})
-    run = MlflowClient(tracking_uri=store).get_run(run_id)
+    monkeypatch.setattr("imascl_ray.tracking.runs.store_uri", lambda config: store)
+    run = start_run(config, "secret-test", tags={"a": "b"})
+    run = MlflowClient(tracking_uri=store).get_run(run.run_id)
     assert run.data.params["tracking.mlflow_uri"] == "https://***@mlflow.example.com:5000/prefix"
     stored = " ".join([*run.data.params.values(), *run.data.tags.values()])
     assert "s3cr" not in stored and "alice" not in stored
