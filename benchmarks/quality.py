@@ -544,10 +544,12 @@ class Study:
         """Train ``config`` as ``run_name`` (a child of the study's MLflow run) and score it; returns
         ``(scores, outcome)``."""
         from imascl_ray.eval.runner import load_sentence_encoder
-        from imascl_ray.train.trainer import run_training
+        from imascl_ray.tracking import start_run
+        from imascl_ray.train.trainer import TrialContext, run_training
 
         started = time.perf_counter()
-        outcome = run_training(config, run_name=run_name, evaluate=False, parent_run_id=self.parent_run_id)
+        child = start_run(config, run_name, parent_run_id=self.parent_run_id)  # nested under the study
+        outcome = run_training(config, run_name=run_name, evaluate=False, trial=TrialContext(child))
         trained_s = time.perf_counter() - started
         self._references(outcome.run_dir)
         scores = evaluate(load_sentence_encoder(str(outcome.model_dir)), self.references, self.groups)

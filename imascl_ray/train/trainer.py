@@ -52,10 +52,13 @@ class TrainingOutcome:
 
 @dataclass
 class TrialContext:
-    """What a Tune trial hands to :func:`run_training` besides its config."""
+    """What a run that is part of something larger (a Tune trial, a benchmark's study) hands to
+    :func:`run_training` besides its config: such a run logs into the child run it brings, never
+    registers its model (the sweep registers its best), and resumes from its checkpoints if it has
+    any (Tune restarts a trial in its own run folder)."""
 
     run: TrackedRun
-    """The trial's MLflow child run (made, or reopened on a resumed sweep, by the trial)."""
+    """The MLflow child run (made, or reopened on a resumed sweep, by the trial)."""
     shared_teacher: SharedTeacherCache | None = None
     """The sweep's one teacher cache over every trial's sentences."""
     callbacks: list[Any] = dataclasses.field(default_factory=list)
