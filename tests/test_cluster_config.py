@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from ports import free_port
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load() -> dict:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+from ports import free_ports
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from imascl_ray.data import write_corpus
@@ -32,12 +32,6 @@ from imascl_ray.tune import results
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def head_processes(temp_dir: str, gcs_port: int) -> list[psutil.Process]:
@@ -74,20 +68,18 @@ def with_suppressed(call, *args) -> None:
 def started_head():
     """A Ray head of the test's own on 127.0.0.1: yields (job API address, env, (temp dir, GCS port))."""
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port, dashboard_port = free_port(), free_port()
     # Every port of its own, so that other Ray instances on the machine (tests, users) cannot collide.
-    own_ports = [
-        f"--{name}={free_port()}"
-        for name in (
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "runtime-env-agent-port",
-            "metrics-export-port",
-            "ray-client-server-port",
-            "node-manager-port",
-            "object-manager-port",
-        )
-    ]
+    names = (
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+        "ray-client-server-port",
+        "node-manager-port",
+        "object-manager-port",
+    )
+    port, dashboard_port, *others = free_ports(2 + len(names))
+    own_ports = [f"--{name}={number}" for name, number in zip(names, others, strict=True)]
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     subprocess.run(
         [
@@ -280,19 +272,17 @@ def test_the_cluster_head_commands_start_ray_with_token_auth_on(tmp_path):
     home, shared = tmp_path / "home", tmp_path / "shared"
     home.mkdir()
     temp_dir = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port, dashboard_port = free_port(), free_port()
-    ports = {"6379": port, "8265": dashboard_port, "8076": free_port(), "5000": free_port()}
-    own_ports = " ".join(
-        f"--{name}={free_port()}"
-        for name in (
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "runtime-env-agent-port",
-            "metrics-export-port",
-            "ray-client-server-port",
-            "node-manager-port",
-        )
+    names = (
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+        "ray-client-server-port",
+        "node-manager-port",
     )
+    port, dashboard_port, client_port, mlflow_port, *others = free_ports(4 + len(names))
+    ports = {"6379": port, "8265": dashboard_port, "8076": client_port, "5000": mlflow_port}
+    own_ports = " ".join(f"--{name}={number}" for name, number in zip(names, others, strict=True))
     extra = f"--temp-dir={temp_dir} --num-cpus=1 {own_ports}"
     env = plain_environment(home)
     commands = cluster_commands("head_setup_commands") + [
