@@ -125,6 +125,53 @@ def test_a_failed_batch_put_back_into_a_full_queue_drops_its_oldest_values_not_t
     assert sink.dropped == 3 and sink.sent == 5
 
 
+class SlowClient(FlakyClient):
+    """A real client whose every ``log_batch`` takes ``delay_s`` (a slow server, a store being opened)."""
+
+    def __init__(self, uri: str, delay_s: float) -> None:
+        super().__init__(uri)
+        self.delay_s = delay_s
+
+    def log_batch(self, run_id, metrics):
+        time.sleep(self.delay_s)
+        super().log_batch(run_id, metrics)
+
+
+def test_flush_waits_until_the_store_holds_every_queued_metric(store):
+    # CI found it: a run interrupted right after its second checkpoint had none of its metrics stored
+    # (the sink's first batch was still going out), so the resumed run's curve began at step 3.
+    uri, run_id = store
+    sink = MetricsSink(run_id, uri, client=SlowClient(uri, delay_s=0.3))
+    for step in range(1, 5):
+        sink.log({"a": float(step)}, step=step)
+    assert sink.flush(timeout_s=10)
+    assert [step for step, _ in history(uri, run_id, "a")] == [1, 2, 3, 4]  # before close
+    sink.close(timeout_s=10)
+
+
+def test_flush_returns_at_once_while_the_store_is_away_and_gives_up_on_time(store):
+    uri, run_id = store
+    client = FlakyClient(uri)
+    client.down.set()
+    sink = MetricsSink(run_id, uri, client=client, first_backoff_s=0.05, max_backoff_s=0.1)
+    sink.log({"a": 1.0}, step=1)
+    deadline = time.monotonic() + 10
+    while sink.failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert not sink.flush(timeout_s=30)  # known away: training does not wait
+    assert time.monotonic() - started < 0.5
+    slow = MetricsSink(run_id, uri, client=SlowClient(uri, delay_s=2.0))
+    slow.log({"b": 1.0}, step=1)
+    started = time.monotonic()
+    assert not slow.flush(timeout_s=0.3)  # a slow store: bounded by the timeout
+    assert time.monotonic() - started < 1.0
+    client.down.clear()
+    sink.close(timeout_s=10)
+    slow.close(timeout_s=10)
+    assert history(uri, run_id, "a") == [(1, 1.0)] and history(uri, run_id, "b") == [(1, 1.0)]
+
+
 def test_call_with_retries_retries_until_success_and_gives_up_after_its_time():
     outcomes = iter([OSError("locked"), OSError("locked"), "done"])
 

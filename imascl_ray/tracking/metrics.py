@@ -161,6 +161,23 @@ class MetricsSink:
             self._pending.extend(entries)
             self._condition.notify_all()
 
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait at most ``timeout_s`` until every queued value has been sent; True if they all were.
+
+        Called before each checkpoint is reported, so that the store holds every metric up to the last
+        checkpoint: an interrupted or failed run that resumes from it then leaves no gap in its curves
+        (the resumed run logs from the checkpoint's step on). While the server is known to be away it
+        returns at once: training never waits on a store that is down.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            while self._pending or self._in_flight:
+                left = deadline - time.monotonic()
+                if self._away_since is not None or self._closing or left <= 0:
+                    return False
+                self._condition.wait(min(left, 0.05))
+            return True
+
     def close(self, timeout_s: float = 120.0) -> None:
         """Send what is queued, waiting at most ``timeout_s``; drop what is left with one warning."""
         with self._condition:
@@ -210,6 +227,7 @@ class MetricsSink:
             with self._condition:
                 self._in_flight = 0
                 self.sent += len(batch)
+                self._condition.notify_all()  # a flush() may be waiting
                 if self._away_since is not None:
                     logger.warning(
                         "[mlflow] %s is back after %.0f s: sending the queued metrics",

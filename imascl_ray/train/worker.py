@@ -18,6 +18,9 @@ from imascl_ray.tracking.metrics import MetricsSink
 
 #: How long rank 0 waits at the end of training for queued metrics to reach an MLflow server that is away.
 METRICS_FLUSH_TIMEOUT_S = 120.0
+#: How long rank 0 waits, before reporting a checkpoint, for the metrics queued so far (none while the
+#: server is known to be away).
+METRICS_CHECKPOINT_FLUSH_S = 30.0
 
 
 class RayReporter:
@@ -34,6 +37,8 @@ class RayReporter:
         if self.sink is not None:
             step = int(metrics.get("step", 0))
             self.sink.log({key: value for key, value in metrics.items() if key != "step"}, step)
+            if checkpoint is not None:  # every metric up to a checkpoint is stored before it counts
+                self.sink.flush(METRICS_CHECKPOINT_FLUSH_S)
         ray.train.report(
             metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint) if checkpoint else None
         )
