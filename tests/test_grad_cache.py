@@ -190,9 +190,8 @@ def test_the_loop_takes_the_same_step_whichever_encoding_the_config_names(prepar
 
 # ------------------------------------------------------------------------------------------ Ray
 @pytest.mark.slow
-def test_a_two_worker_ray_run_with_a_global_batch_of_1024_trains(tmp_path):
+def test_a_two_worker_ray_run_with_a_global_batch_of_1024_trains(ray_cluster, tmp_path):
     """GradCache in the real loop: 2 Ray workers, 512 pairs each in micro-batches of 128 texts."""
-    import ray
     from mlflow.tracking import MlflowClient
 
     from imascl_ray.config import load_config
@@ -231,11 +230,7 @@ def test_a_two_worker_ray_run_with_a_global_batch_of_1024_trains(tmp_path):
             f"tracking.output_dir={tmp_path / 'out'}",
         ],
     )
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        outcome = run_training(config, run_name="grad-cache-1024")
-    finally:
-        ray.shutdown()
+    outcome = run_training(config, run_name="grad-cache-1024")
     client = MlflowClient(tracking_uri=outcome.mlflow_uri)
     history = sorted(client.get_metric_history(outcome.mlflow_run_id, "train/loss"), key=lambda m: m.step)
     losses = [m.value for m in history]
@@ -243,5 +238,7 @@ def test_a_two_worker_ray_run_with_a_global_batch_of_1024_trains(tmp_path):
     assert sum(b < a for a, b in itertools.pairwise(losses)) >= 6 and losses[-1] < losses[0] - 0.5, losses
     validation = read_corpus(outcome.run_dir / "data" / "validation.parquet").groups()
     before = evaluate_pair_groups(SentenceEncoder.from_pretrained(model), validation)["en-fr"]["accuracy"]
-    # 8 steps lift retrieval well off chance (1/200); an untrained model stays there.
+    # 8 steps of a 2-layer model at lr 5e-4 lift retrieval off chance (1/200) several-fold (CI saw 0.0025 ->
+    # 0.0225); +0.1 is more than 8 steps give. The falling loss above is the strong check; this one says the
+    # gradients reach the encoder through the cache.
     assert outcome.best_score > max(4 * before, before + 0.01), (before, outcome.best_score)

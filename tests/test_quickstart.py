@@ -8,7 +8,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
 
@@ -29,33 +28,29 @@ def test_comparison_table_shows_each_pair_and_the_mean():
     assert "| **mean** | 0.600 | 0.725 | +12.5 pts |" in table
 
 
-def test_quickstart_writes_model_results_and_mlflow_metrics(tmp_path, capsys, monkeypatch):
+def test_quickstart_writes_model_results_and_mlflow_metrics(ray_cluster, tmp_path, capsys, monkeypatch):
     model = build_tiny_model(tmp_path / "tiny")
     corpus = write_corpus(synthetic_parallel_corpus(600), tmp_path / "corpus.parquet")
     cwd = tmp_path / "cwd"  # where the command runs: nothing may land here (no ./mlruns, no mlflow.db)
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR")
-    try:
-        results = run_quickstart(
-            tmp_path / "qs",
-            [
-                "tracking.register_as=quickstart-encoder",
-                f"model.name={model}",
-                f"data.corpus={corpus}",
-                "data.languages=[en,fr]",
-                "data.pair_set=en-fr",
-                "data.validation_pairs=50",
-                "data.test_pairs=100",
-                "model.freeze_embeddings=false",
-                "loss.name=infonce",  # the tiny model's random teacher gives uninformative soft labels
-                "optim.lr=1e-3",
-                "schedule.max_steps=30",
-                "schedule.eval_every=15",
-            ],
-        )
-    finally:
-        ray.shutdown()
+    results = run_quickstart(
+        tmp_path / "qs",
+        [
+            "tracking.register_as=quickstart-encoder",
+            f"model.name={model}",
+            f"data.corpus={corpus}",
+            "data.languages=[en,fr]",
+            "data.pair_set=en-fr",
+            "data.validation_pairs=50",
+            "data.test_pairs=100",
+            "model.freeze_embeddings=false",
+            "loss.name=infonce",  # the tiny model's random teacher gives uninformative soft labels
+            "optim.lr=1e-3",
+            "schedule.max_steps=30",
+            "schedule.eval_every=15",
+        ],
+    )
     assert (tmp_path / "qs" / "model" / "model.safetensors").is_file()
     saved = json.loads((tmp_path / "qs" / "results.json").read_text())
     assert saved["trained"]["en-fr"]["accuracy"] > saved["pretrained"]["en-fr"]["accuracy"]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from imascl_ray.config import load_config
 from imascl_ray.data import write_corpus
@@ -16,13 +15,6 @@ from imascl_ray.teacher import Teacher, TeacherCache, embed_in_process
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

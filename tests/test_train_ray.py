@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import ray
 from fault_runs import train_with_fault
 from mlflow.tracking import MlflowClient
 
@@ -22,18 +21,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("assets")
     return {
         "model": build_tiny_model(folder / "tiny", dropout=0.1),
-        "model_no_dropout": build_tiny_model(folder / "tiny-no-dropout", dropout=0.0),
         "corpus": write_corpus(synthetic_parallel_corpus(1000), folder / "corpus.parquet"),
     }
 
@@ -97,29 +88,6 @@ def test_training_lowers_the_loss_and_raises_validation_accuracy(ray_cluster, as
     assert (outcome.model_dir / "model.safetensors").is_file()
 
 
-def test_two_workers_take_the_same_first_step_as_one(ray_cluster, assets, tmp_path):
-    """The gathered loss of 2 workers (local form) equals 1 worker's on the same global batch."""
-    common = (
-        "loss.name=soft",
-        "loss.labels=average",
-        "loss.tms=true",
-        "schedule.max_steps=1",
-        "schedule.eval_every=1",
-        "schedule.log_every=1",
-        "eval.suite=none",
-    )
-    one = run_training(
-        make_config(assets, tmp_path / "one", *common, "scaling.num_workers=1", model="model_no_dropout"),
-        run_name="one",
-    )
-    two = run_training(
-        make_config(assets, tmp_path / "two", *common, "loss.local=true", model="model_no_dropout"),
-        run_name="two",
-    )
-    assert one.metrics["train/loss"] == pytest.approx(two.metrics["train/loss"], rel=1e-5)
-    assert one.metrics["train/grad_norm"] == pytest.approx(two.metrics["train/grad_norm"], rel=1e-4)
-
-
 @pytest.mark.parametrize(
     "loss",
     [
@@ -137,7 +105,9 @@ def test_every_loss_trains_on_two_workers(ray_cluster, assets, tmp_path, loss):
         tmp_path,
         *loss,
         "loss.tms=false",
-        "optim.lr=1e-3",
+        # 5e-3, the smoke sweep's good rate: at 1e-3 (decaying to 0 over 20 steps) infonce,
+        # hard_negatives and soft fell by only 4-5 %, too little to tell training from noise.
+        "optim.lr=5e-3",
         "schedule.max_steps=20",
         "schedule.log_every=5",
         "schedule.eval_every=20",
@@ -145,7 +115,8 @@ def test_every_loss_trains_on_two_workers(ray_cluster, assets, tmp_path, loss):
     )
     outcome = run_training(config, run_name="loss")
     losses = [value for _, value in metric_history(outcome, "train/loss")]
-    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    # Seen: the last of 4 logged means at 0.13 (infonce) to 0.45 (mse) of the first.
+    assert len(losses) == 4 and losses[-1] < 0.6 * losses[0], losses
     validation = read_corpus(outcome.run_dir / "data" / "validation.parquet").groups()
     before = evaluate_pair_groups(SentenceEncoder.from_pretrained(assets["model"]), validation)["en-fr"]
     assert outcome.best_score >= before["accuracy"], (outcome.best_score, before)

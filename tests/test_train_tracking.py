@@ -1,9 +1,9 @@
 """On a real local Ray cluster: a restarting MLflow server, a failed run, a reused run name.
 
-The cluster is started by :func:`imascl_ray.train.session.ray_session` with MLflow's own HTTP retries
-off (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, forwarded to the workers): with them, a short outage would be
-bridged inside one blocking request, and the test would not see whether training survives a server
-that stays away longer than MLflow's retry budget.
+The tests join the session's shared cluster with MLflow's own HTTP retries off
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, in the driver and the workers' runtime env): with them, a short
+outage would be bridged inside one blocking request, and the test would not see whether training
+survives a server that stays away longer than MLflow's retry budget.
 """
 
 from __future__ import annotations
@@ -17,22 +17,23 @@ import pytest
 from fault_runs import train_with_fault
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer
+from ray_nodes import joined
 
 from imascl_ray.config import Config, dump_yaml, load_config
 from imascl_ray.data import write_corpus
 from imascl_ray.errors import InputError
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
-from imascl_ray.train.session import ray_session
 from imascl_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(shared_ray_address):
+    """The session's cluster, joined with MLflow's own HTTP retries off in the driver and its workers."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        with ray_session(None, num_cpus=4):
+        with joined(shared_ray_address, env_vars={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}):
             yield
 
 

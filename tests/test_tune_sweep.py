@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer
 
@@ -57,14 +56,6 @@ def mlflow_server(tmp_path_factory):
         yield server.url
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    # 3 CPUs: one trial at a time (its own CPU plus 2 workers x 1 CPU).
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def rest(url: str, endpoint: str, body: dict | None = None, **query) -> dict:

@@ -1,6 +1,8 @@
-"""A sweep over ``data.pair_set`` on two Ray nodes (two raylets on one machine) ranks every trial on one
-validation set (issue 13): the trials train on different pair sets, validate on the same pairs, and
-never train on any of them; each trial's two workers run on different nodes.
+"""Two Ray nodes on one machine (two raylets): what must hold across nodes, on one two-node cluster.
+
+A Train run's two workers on different nodes gather by global rank, not local rank; a sweep over
+``data.pair_set`` ranks every trial on one validation set (issue 13): the trials train on different
+pair sets, validate on the same pairs, and never train on any of them.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray_nodes import two_raylets
 
+from imascl_ray.config import load_config
 from imascl_ray.data import read_corpus, write_corpus
 from imascl_ray.preparation import PreparedRun
 from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+from imascl_ray.train.trainer import run_training
 from imascl_ray.tune import results
 from imascl_ray.tune.space import load_space
 from imascl_ray.tune.sweep import run_sweep
@@ -21,9 +25,53 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def two_node_cluster():
-    # 2 CPUs a node: a trial's own process and one worker on the head, the other worker on the second.
+    # 2 CPUs a node: a trial's own process and one worker on the head, the other worker on the second;
+    # STRICT_SPREAD puts a Train run's two workers on different nodes.
     with two_raylets(cpus_per_node=2) as cluster:
         yield cluster
+
+
+def test_one_worker_per_node_takes_the_same_first_step_as_a_single_worker(two_node_cluster, tmp_path):
+    """2 workers on 2 nodes, the loss in its local form, give 1 worker's loss and gradient norm on the
+    same global batch: the batch is sliced, and the embeddings gathered, by global rank (both workers
+    have local rank 0 here), and the local form equals the full one. (Each loss's full and local forms
+    on 2 ranks against one process: tests/test_distributed.py.)"""
+    model = build_tiny_model(tmp_path / "tiny", dropout=0.0)
+    corpus = write_corpus(synthetic_parallel_corpus(400), tmp_path / "corpus.parquet")
+
+    def run(name: str, *overrides: str):
+        config = load_config(
+            None,
+            [
+                f"model.name={model}",
+                f"data.corpus={corpus}",
+                "data.languages=[en,fr]",
+                "data.pair_set=en-fr",
+                "data.validation_pairs=50",
+                "model.max_length=32",
+                "teacher.max_length=32",
+                "schedule.global_batch_size=16",
+                "schedule.max_steps=1",
+                "schedule.eval_every=1",
+                "loss.name=soft",
+                "loss.labels=average",
+                "loss.tms=true",
+                "eval.suite=none",
+                "scaling.cpus_per_worker=1",
+                f"tracking.output_dir={tmp_path / name}",
+                *overrides,
+            ],
+        )
+        return run_training(config, run_name=name)
+
+    spread = run(
+        "spread", "scaling.num_workers=2", "scaling.placement_strategy=STRICT_SPREAD", "loss.local=true"
+    )
+    nodes = spread.worker_summary["nodes"]
+    assert len(nodes) == 2 and nodes[0] != nodes[1], "the two workers must run on different nodes"
+    single = run("single", "scaling.num_workers=1")
+    assert spread.metrics["train/loss"] == pytest.approx(single.metrics["train/loss"], rel=1e-5)
+    assert spread.metrics["train/grad_norm"] == pytest.approx(single.metrics["train/grad_norm"], rel=1e-4)
 
 
 def test_a_pair_set_sweep_on_two_nodes_scores_every_trial_on_one_validation_set(two_node_cluster, tmp_path):
