@@ -8,6 +8,23 @@ import sys
 _FORMAT = "%(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    A plain ``StreamHandler(sys.stderr)`` keeps the stream it was given; where ``sys.stderr`` is swapped
+    (pytest's capture, a notebook, a redirect) and the old one closed, every later line fails with
+    "I/O operation on closed file". Like the standard library's own last-resort handler, this one looks
+    the stream up each time.
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # not StreamHandler's: ``stream`` is the property below
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Show ``imascl_ray``'s log lines (stages, steps, ETA) on stderr; leave the root logger alone.
 
@@ -17,7 +34,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     logger = logging.getLogger("imascl_ray")
     logger.setLevel(level)
     if not any(getattr(handler, "_imascl_ray", False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT))
         handler._imascl_ray = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
@@ -36,9 +53,6 @@ def quiet_ray_train_reports() -> None:
     """
     logging.getLogger().setLevel(logging.WARNING)
 
-
-#: Import path of :func:`quiet_local_cluster_worker`, for ``runtime_env["worker_process_setup_hook"]``.
-LOCAL_CLUSTER_WORKER_SETUP = "imascl_ray.logs.quiet_local_cluster_worker"
 
 #: The name of the logger of Ray Train 2.60's ``PlacementGroupCleaner`` (a logger name, not an import;
 #: Ray is pinned to 2.60.x and ``tests/test_tune_ray_pins.py`` checks that this logger still exists).

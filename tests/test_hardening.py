@@ -1,5 +1,6 @@
 """Issue 23, second hardening pass: outputs that would overwrite inputs, damaged teacher caches, impossible
-numbers, repeated recipe keys, corrupt sweep state and model weights, empty corpora, tiny evaluations.
+numbers, repeated recipe keys, corrupt sweep state, model weights and checkpoints, empty corpora, tiny
+evaluations.
 
 Each case is a mistake a user makes (or a fault a disk makes) and must give one clear line naming the
 file, line or key, exit code 2 and nothing written or lost. The command-line cases call
@@ -12,6 +13,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -469,6 +471,196 @@ def test_eval_on_enough_candidates_does_not_warn(workdir, capsys, tiny_model):
     code, lines, _ = run_cli(capsys, ["eval", str(tiny_model), "--pairs", "pairs.tsv"])
     assert code == 0, lines
     assert not [line for line in lines if "means little" in line], lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. errors that a restart cannot cure are InputErrors, and stop a Ray Train run unretried
+
+
+def saved_checkpoint(folder: Path):
+    import torch
+
+    from imascl_ray.engine.checkpoint import save_checkpoint
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    save_checkpoint(folder, **objects, scaler=torch.amp.GradScaler("cpu"), position={"global_step": 2})
+    return objects
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("model.safetensors", lambda data: data[:100]),
+        ("model.safetensors", lambda data: b"not a safetensors file"),
+        ("training_state.pt", lambda data: data[: len(data) // 2]),
+        ("training_state.pt", lambda data: b"garbage" * 10),
+    ],
+    ids=["weights-truncated", "weights-garbage", "state-truncated", "state-garbage"],
+)
+def test_a_damaged_checkpoint_is_an_input_error_naming_the_file(tmp_path, name, damage):
+    from imascl_ray.engine.checkpoint import load_checkpoint
+
+    objects = saved_checkpoint(tmp_path)
+    (tmp_path / name).write_bytes(damage((tmp_path / name).read_bytes()))
+    with pytest.raises(InputError) as caught:
+        load_checkpoint(tmp_path, **objects)
+    message = str(caught.value)
+    assert str(tmp_path / name) in message and "tracking.run_name" in message, message
+    assert "\n" not in message
+
+
+def test_a_checkpoint_of_another_model_is_an_input_error(tmp_path):
+    import torch
+
+    from imascl_ray.engine.checkpoint import load_checkpoint
+
+    saved_checkpoint(tmp_path)
+    with pytest.raises(InputError, match=r"size mismatch.*tracking\.run_name"):
+        load_checkpoint(tmp_path, model=torch.nn.Linear(3, 2))
+
+
+def test_the_controller_callback_stops_on_an_input_error_and_leaves_crashes_to_the_retries():
+    import ray.train
+
+    from imascl_ray.train.failures import StopOnInputError, input_error_of
+
+    callback = StopOnInputError()
+    callback.after_exception(None, {0: RuntimeError("gloo: connection reset"), 1: OSError("killed")})
+    bad = InputError("corpus.tsv: line 3: no tab")
+    with pytest.raises(InputError) as caught:
+        callback.after_exception(None, {0: RuntimeError("peer gone"), 1: bad})
+    assert caught.value is bad
+    # What fit() raises on the driver, and what the trainer hands on.
+    assert input_error_of(ray.train.ControllerError(bad)) is bad
+    assert input_error_of(ray.train.WorkerGroupError("x", {0: RuntimeError(), 1: bad})) is bad
+    assert input_error_of(ray.train.WorkerGroupError("x", {0: RuntimeError("crash")})) is None
+    assert input_error_of(ray.train.ControllerError(RuntimeError("startup"))) is None
+
+
+def test_ray_logs_no_traceback_of_an_input_error_but_still_of_a_crash(caplog):
+    from imascl_ray.train.failures import CONTROLLER_LOGGER, quiet_input_errors
+
+    quiet_input_errors(CONTROLLER_LOGGER)
+    quiet_input_errors(CONTROLLER_LOGGER)  # once only
+    logger = logging.getLogger(CONTROLLER_LOGGER)
+    assert len(logger.filters) == 1
+    for error in (InputError("bad input"), RuntimeError("a crash")):
+        try:
+            raise error
+        except Exception:
+            logger.exception("Error in control loop iteration")
+    assert [record.exc_info[1].args[0] for record in caplog.records] == ["a crash"]
+
+
+def test_the_ray_loggers_silenced_for_input_errors_still_exist():
+    """Ray 2.60's names (the pin's check): if they move, its tracebacks of an InputError come back."""
+    import importlib
+    import inspect
+
+    from imascl_ray.train.failures import CONTROLLER_LOGGER, WORKER_ERROR_LOGGER
+
+    worker = importlib.import_module(WORKER_ERROR_LOGGER)
+    assert "Error in training function" in inspect.getsource(worker.construct_user_exception_with_traceback)
+    controller = importlib.import_module(CONTROLLER_LOGGER)
+    loop = inspect.getsource(controller.TrainController._run_control_loop_iteration)
+    assert 'logger.exception("Error in control loop iteration' in loop
+    assert worker.logger.name == WORKER_ERROR_LOGGER and controller.logger.name == CONTROLLER_LOGGER
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 9 (rest). the run name and the output folder are checked before Ray starts
+
+
+@pytest.fixture()
+def no_ray(monkeypatch):
+    """``imascl-ray train`` may not get as far as starting Ray: it fails the test if it tries."""
+    import contextlib
+
+    from imascl_ray.train import session
+
+    @contextlib.contextmanager
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started before the run's name and folders were checked")
+        yield
+
+    monkeypatch.setattr(session, "ray_session", refuse)
+
+
+@pytest.fixture()
+def small_recipe(workdir, tiny_model):
+    (workdir / "corpus.tsv").write_text(HEADER + ROWS, encoding="utf-8")
+    return ["train", "quickstart", f"model.name={tiny_model}", "data.corpus=corpus.tsv"]
+
+
+@pytest.mark.parametrize(
+    "name", ["a/b", "../up", ".hidden", "with space", "-dash", "x" * 129, "semi;colon", "star*"]
+)
+def test_a_run_name_that_is_no_folder_name_is_one_line_before_ray(capsys, no_ray, small_recipe, name):
+    started = time.monotonic()
+    line = one_error_line(capsys, [*small_recipe, f"tracking.run_name={name}"])
+    assert "tracking.run_name" in line and "is not a run name" in line, line
+    assert time.monotonic() - started < 5
+
+
+def test_an_output_folder_under_a_file_is_one_line_before_ray(capsys, no_ray, small_recipe, workdir):
+    (workdir / "a-file").write_text("x")
+    line = one_error_line(capsys, [*small_recipe, "tracking.output_dir=a-file/out"])
+    assert "tracking.output_dir" in line and "a-file is a file" in line, line
+    line = one_error_line(capsys, [*small_recipe, "tracking.output_dir=runs", "tracking.storage_path=a-file"])
+    assert "tracking.storage_path" in line, line
+    assert not (workdir / "runs").exists()  # nothing written
+
+
+def test_an_unwritable_output_folder_is_one_line_before_ray(
+    capsys, no_ray, small_recipe, workdir, monkeypatch
+):
+    import os
+
+    (workdir / "locked").mkdir()
+    real_access = os.access  # root may write anywhere: the test plays a user who may not
+
+    def access(path, mode):
+        return Path(path).name != "locked" and real_access(path, mode)
+
+    monkeypatch.setattr(os, "access", access)
+    line = one_error_line(capsys, [*small_recipe, "tracking.output_dir=locked/out"])
+    assert "tracking.output_dir: locked/out" in line and "may not be written" in line, line
+
+
+def test_an_existing_run_name_without_resume_is_one_line_before_ray(capsys, no_ray, small_recipe, workdir):
+    run_dir = workdir / "imascl-quickstart" / "runs" / "mine"  # the recipe's output_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "mlflow-run.json").write_text('{"run_id": "abc"}\n')
+    before = files_under(workdir / "imascl-quickstart")
+    started = time.monotonic()
+    line = one_error_line(capsys, [*small_recipe, "tracking.run_name=mine"])
+    assert "run 'mine' exists already" in line and "--resume" in line, line
+    assert time.monotonic() - started < 5
+    assert files_under(workdir / "imascl-quickstart") == before
+
+
+def test_tune_with_an_output_folder_under_a_file_is_one_line_before_ray(workdir, capsys, monkeypatch):
+    from imascl_ray.train import session
+
+    monkeypatch.setattr(session, "ray_session", None)  # calling it would fail the test
+    (workdir / "a-file").write_text("x")
+    (workdir / "space.yaml").write_text(
+        SPACE.format(entry="loss.tau: {uniform: [0.05, 0.2]}", extra="").lstrip()
+    )
+    line = one_error_line(capsys, ["tune", "space.yaml", "tracking.output_dir=a-file/out"])
+    assert "tracking.output_dir" in line and "a-file is a file" in line, line
+
+
+def test_a_good_run_name_and_folder_pass_the_checks(workdir):
+    from imascl_ray.commands.train import check_run_folder
+
+    for name in ("priority-tms-en-xx-20261201-101500-3f9a", "run_1.2+lr=1e-3"):
+        config = load_config(None, [f"tracking.run_name={name}", "tracking.output_dir=new/deeper"])
+        check_run_folder(config, resume=False)
+    assert not (workdir / "new").exists()
 
 
 def test_nothing_here_started_ray():

@@ -29,8 +29,11 @@ from imascl_ray.tracking.tags import INTERRUPTED
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_an_interrupt_reaches_the_main_thread_while_a_call_runs_in_a_helper_thread():
-    """What lets imascl-ray, not Ray Train's or Tune's own handler, decide what a signal does."""
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_reaches_the_main_thread_while_a_call_runs_in_a_helper_thread(signum, code):
+    """What lets imascl-ray, not Ray Train's or Tune's own handler, decide what a signal does; each
+    signal's exit code. (End to end, one signal each: Ctrl-C on a train run below, SIGTERM on a sweep in
+    tests/test_tune_resume.py; both go through this handler, installed again after ``ray.init``.)"""
     from imascl_ray import interrupts
 
     interrupts.reset()
@@ -39,9 +42,9 @@ def test_an_interrupt_reaches_the_main_thread_while_a_call_runs_in_a_helper_thre
     try:
         started = time.monotonic()
         with pytest.raises(Interrupted) as caught:
-            call_interruptibly(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(30)))
+            call_interruptibly(lambda: (os.kill(os.getpid(), signum), time.sleep(30)))
         assert time.monotonic() - started < 5
-        assert (caught.value.signal_name, caught.value.exit_code) == ("SIGTERM", 143)
+        assert (caught.value.signal_name, caught.value.exit_code) == (signal.Signals(signum).name, code)
         assert call_interruptibly(lambda: 42) == 42
         with pytest.raises(ValueError, match="inner"):
             call_interruptibly(lambda: (_ for _ in ()).throw(ValueError("inner")))
@@ -52,8 +55,9 @@ def test_an_interrupt_reaches_the_main_thread_while_a_call_runs_in_a_helper_thre
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_train_run_ends_killed_exits_128_plus_signal_and_resumes(tmp_path, signum, code):
+def test_an_interrupted_train_run_ends_killed_exits_128_plus_signal_and_resumes(tmp_path):
+    """Ctrl-C (SIGINT) on ``imascl-ray train``; SIGTERM end to end: the sweep's test (test_tune_resume)."""
+    signum, code = signal.SIGINT, 130
     model = build_tiny_model(tmp_path / "tiny", dropout=0.0)
     corpus = write_corpus(synthetic_parallel_corpus(400), tmp_path / "corpus.parquet")
     settings = [

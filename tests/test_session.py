@@ -64,3 +64,26 @@ def test_a_train_worker_drops_ray_trains_per_report_line_but_keeps_the_projects_
         root.setLevel(previous)
     assert on_root.messages == []
     assert on_project.messages == ["[train] step 1"]
+
+
+def test_the_projects_log_lines_follow_stderr_when_it_is_swapped_and_the_old_one_closed(monkeypatch):
+    """pytest, notebooks and redirects replace ``sys.stderr`` and close the old one; a handler holding
+    the old stream failed every later line with "I/O operation on closed file" (CI printed one per
+    warning after test_benchmarks)."""
+    import io
+    import sys
+
+    from imascl_ray.logs import configure_logging
+
+    project = logging.getLogger("imascl_ray")
+    monkeypatch.setattr(project, "handlers", [])
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging()
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    failures = []
+    monkeypatch.setattr(logging.Handler, "handleError", lambda self, record: failures.append(record))
+    logging.getLogger("imascl_ray.engine.loop").warning("[train] still heard")
+    assert failures == [] and second.getvalue() == "[train] still heard\n"

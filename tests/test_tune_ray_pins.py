@@ -2,7 +2,7 @@
 
 ``imascl_ray/tune/placement_groups.py`` reads the GCS placement-group table through ``ray._private``
 and ``imascl_ray/logs.py`` names the logger of Ray Train's ``PlacementGroupCleaner``; Ray is pinned to
-2.60.x in ``pyproject.toml`` for them (the README's "Ray versions" says so). If a new Ray moves any of
+2.60.x in ``pyproject.toml`` for them (docs/tuning.md, "Ray versions", says so). If a new Ray moves any of
 these, a test here fails with what moved, before a sweep silently stops freeing placement groups.
 """
 

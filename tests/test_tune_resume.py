@@ -1,13 +1,15 @@
-"""Resume: a sweep whose driver is killed mid-sweep continues with ``imascl-ray tune --resume PATH``.
+"""Resume: a sweep interrupted mid-sweep continues with ``imascl-ray tune --resume PATH``.
 
 The driver runs as a subprocess (``python -m imascl_ray tune SPACE ...``) with a local Ray cluster of its
-own; the test kills it (SIGKILL, by its process id) once the first trial is finished in Tune's saved
-state and the second has validated at least once, then resumes. The space is the smoke space without
-early stopping and with longer trials, and Tune saves its state every second, so that this moment lasts
-many seconds instead of the one or two between a stopped trial's first and last report.
+own; the test sends it SIGTERM (by its process id) once the first trial is finished in Tune's saved
+state and the second has validated at least once, checks that the sweep ended KILLED, then resumes.
+The space is the smoke space without early stopping and with longer trials, and Tune saves its state
+every second, so that this moment lasts many seconds instead of the one or two between a stopped
+trial's first and last report.
 
 The finished trial is not trained again, the interrupted one continues from its last checkpoint, the
-third one runs, and the MLflow record has one parent and one child run per trial.
+third one runs, and the MLflow record has one parent and one child run per trial. (One test for both:
+the interrupted sweep and its resume were two runs of ~90 s each, issue 24.)
 """
 
 from __future__ import annotations
@@ -78,7 +80,16 @@ def validations(sweep: Path, trial_id: str) -> int:
     return sum(e["trial_id"] == trial_id and e["event"] == "validation" for e in read_events(sweep))
 
 
-def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_trials(assets, space, tmp_path):
+def test_a_sweep_interrupted_mid_trial_ends_killed_and_resumes_without_rerunning_finished_trials(
+    assets, space, tmp_path
+):
+    """SIGTERM (``ray job stop``, preemption; issue 23, item 1) once the first trial is finished in Tune's
+    saved state and the second has validated: ``interrupted (SIGTERM)``, no traceback, exit 143, the
+    parent run and every child still RUNNING end KILLED. ``tune --resume`` then finishes the sweep: the
+    finished trial is not trained again, the interrupted one continues from its Train run's last
+    checkpoint, the third runs. (Ctrl-C end to end: tests/test_interrupts.py, on a train run; both
+    signals' handler and exit codes: its first test.)"""
+    signum, code = signal.SIGTERM, 143
     output = tmp_path / "out"
     overrides = [
         f"model.name={assets['model']}",
@@ -94,8 +105,8 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_tria
             tune_command(str(space), *overrides), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            # Kill when a trial is finished in Tune's saved state and a later one is running and has
-            # validated (so its Train run has a checkpoint to resume from).
+            # Interrupt when a trial is finished in Tune's saved state and a later one is running and
+            # has validated (so its Train run has a checkpoint to resume from).
             sweep, deadline = None, time.monotonic() + 600  # generous: a shared machine is slow
             while time.monotonic() < deadline and driver.poll() is None:
                 time.sleep(0.5)
@@ -115,9 +126,38 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_tria
                     break
             else:
                 pytest.fail(f"the sweep never got that far: {log_path.read_text()[-3000:]}")
+            sent = time.monotonic()
+            driver.send_signal(signum)
+            returncode = driver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the sweep did not stop within 60 s: {log_path.read_text()[-3000:]}")
         finally:
-            driver.send_signal(signal.SIGKILL)  # the driver dies mid-trial; its local cluster goes with it
-            driver.wait(timeout=60)
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait(timeout=60)
+    first = log_path.read_text()
+    assert returncode == code, first[-3000:]
+    assert time.monotonic() - sent < 60
+    assert f"interrupted ({signal.Signals(signum).name})" in first, first[-3000:]
+    assert "Traceback" not in first, first[-4000:]
+
+    state = json.loads((sweep / "sweep.json").read_text())
+    client = MlflowClient(tracking_uri=state["mlflow_uri"])
+
+    def parent_and_children():
+        parent = client.get_run(state["parent_run_id"])
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{state['parent_run_id']}'",
+        )
+        return parent, children
+
+    parent, children = parent_and_children()
+    assert parent.info.status == "KILLED"
+    statuses = {run.data.tags["imascl.trial_id"]: run.info.status for run in children}
+    assert statuses.get(running) == "KILLED", statuses  # the interrupted trial's run
+    assert set(statuses.values()) <= {"FINISHED", "KILLED"}, statuses  # none left RUNNING
+
     finished = [trial for trial in started if saved.get(trial) == "TERMINATED"]
     model_files = {
         trial: output / "runs" / f"{sweep.name}-{trial}" / "model" / "model.safetensors" for trial in finished
@@ -147,12 +187,7 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_tria
     assert (sweep / "best-config.yaml").is_file() and (sweep / "best-model" / "model.safetensors").is_file()
 
     # MLflow: the parent is finished; one child per trial (the interrupted trial kept its run).
-    state = json.loads((sweep / "sweep.json").read_text())
-    client = MlflowClient(tracking_uri=state["mlflow_uri"])
-    parent = client.get_run(state["parent_run_id"])
+    parent, children = parent_and_children()
     assert parent.info.status == "FINISHED"
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{state['parent_run_id']}'"
-    )
     assert sorted(run.data.tags["imascl.trial_id"] for run in children) == sorted(set(starts))
     assert {run.info.status for run in children} <= {"FINISHED", "KILLED"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,6 +53,59 @@ def check_inputs(config: Config) -> None:
                 raise InputError(f"{key}: {error}") from None
 
 
+#: A run name: a folder name under ``<output_dir>/runs/`` and Ray's run name under its storage.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+
+
+def check_run_name(name: str) -> None:
+    """``tracking.run_name`` must be one plain folder name (no ``/``, ``..``, spaces or a leading dot)."""
+    from imascl_ray.errors import InputError
+
+    if not RUN_NAME.fullmatch(name):
+        raise InputError(
+            f"tracking.run_name: {name!r} is not a run name (it names a folder: letters, digits and "
+            "'._+=-', starting with a letter or digit, at most 128 characters)"
+        )
+
+
+def check_writable_folder(key: str, folder: str) -> None:
+    """``folder`` is, or can be made, a folder this process may write into: checked without writing."""
+    import os
+    from pathlib import Path
+
+    from imascl_ray.errors import InputError
+
+    path = Path(folder).expanduser().resolve()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{key}: {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{key}: {folder}: {existing} may not be written by this user")
+
+
+def check_run_folder(config: Config, *, resume: bool) -> None:
+    """Before Ray starts (it takes seconds, then the run's checks came only after it): the run name is
+    a folder name, the output folder (and a local Ray storage folder) may be written, and a named run
+    that exists already is resumed only with ``--resume``."""
+    from pathlib import Path
+
+    from imascl_ray.train import run_names
+
+    tracking = config.tracking
+    check_writable_folder("tracking.output_dir", tracking.output_dir)
+    if tracking.storage_path and "://" not in tracking.storage_path:
+        check_writable_folder("tracking.storage_path", tracking.storage_path)
+    if tracking.run_name is None:
+        return  # a default name is new every time
+    check_run_name(tracking.run_name)
+    if not resume:
+        output = Path(tracking.output_dir).resolve()
+        storage = tracking.storage_path or str(output / "ray")
+        run_names.check_new_run(tracking.run_name, storage, output / "runs" / tracking.run_name)
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the config, start or join Ray, train, and print where the model and the metrics are."""
     import json
@@ -64,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not config.tracking.run_name:
         raise InputError("--resume needs the run's name: add tracking.run_name=NAME")
     check_inputs(config)
+    check_run_folder(config, resume=args.resume)
 
     from imascl_ray.train.session import ray_session
     from imascl_ray.train.trainer import run_training

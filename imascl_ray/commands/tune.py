@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
             *([f"tracking.register_as={args.register_as}"] if args.register_as else []),
         ]
         space = load_space(resolve_space(args.space), overrides, num_samples=args.num_samples)
+        from imascl_ray.commands.train import check_writable_folder
+
+        check_writable_folder("tracking.output_dir", space.fixed.tracking.output_dir)  # before Ray starts
     with ray_session(args.address, space.fixed, **_local_cpus(args.address, space)):
         from imascl_ray.tune.sweep import resume_sweep, run_sweep
 

@@ -4,22 +4,32 @@ A checkpoint folder holds ``model.safetensors`` (the student's weights, loadable
 ``training_state.pt`` (optimiser, scheduler, grad scaler, the random-number generators of Python, NumPy
 and torch, and the data position), and ``position.json`` (the same position, human-readable). The state
 file is read with ``weights_only=True``: it holds tensors and plain Python values only.
+
+A checkpoint that cannot be read (truncated, overwritten, from another model) is an
+:class:`~imascl_ray.errors.InputError` naming the file: no restart of the worker group can cure it
+(:mod:`imascl_ray.train.failures` stops the run at once).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
+
+from imascl_ray.errors import InputError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 POSITION_FILE = "position.json"
+#: What reading a damaged or foreign ``training_state.pt`` raises (torch's zip reader, pickle, state dicts).
+UNREADABLE_STATE = (OSError, RuntimeError, ValueError, EOFError, KeyError, TypeError, pickle.UnpicklingError)
 
 
 def rng_states() -> dict[str, Any]:
@@ -95,24 +105,40 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
     restore_rng: bool = True,
 ) -> dict[str, int]:
-    """Load what :func:`save_checkpoint` wrote into the given objects; returns the data position."""
+    """Load what :func:`save_checkpoint` wrote into the given objects; returns the data position.
+
+    Raises :class:`InputError` naming the file if the checkpoint cannot be read or does not fit."""
     directory = Path(directory)
-    missing, unexpected = load_model(model, str(directory / MODEL_FILE), strict=False)
+    weights = directory / MODEL_FILE
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise unreadable(weights, error) from error
     if missing or unexpected:
-        raise ValueError(
-            f"{directory / MODEL_FILE} does not fit the model: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None:
-        scaler.load_state_dict(state["scaler"])
-    if restore_rng:
-        restore_rng_states(state["rng"])
-    return dict(state["position"])
+        misfit = f"does not fit the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        raise unreadable(weights, misfit)
+    try:
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(state["scaler"])
+        if restore_rng:
+            restore_rng_states(state["rng"])
+        return dict(state["position"])
+    except UNREADABLE_STATE as error:
+        raise unreadable(directory / STATE_FILE, error) from error
+
+
+def unreadable(path: Path, reason: Exception | str) -> InputError:
+    """The one line for a checkpoint file that cannot be resumed from, and what to do instead."""
+    why = " ".join(str(reason).split())[:200] or type(reason).__name__
+    return InputError(
+        f"checkpoint file {path} cannot be read ({why}): the run cannot resume from it; start afresh "
+        "under another tracking.run_name"
+    )
 
 
 def _as_tuple(value: Any) -> Any:

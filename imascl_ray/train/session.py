@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from imascl_ray.config import Config
 from imascl_ray.interrupts import raise_on_signals
-from imascl_ray.logs import LOCAL_CLUSTER_WORKER_SETUP
+from imascl_ray.logs import quiet_local_cluster_worker
 from imascl_ray.tracking.credentials import adopt_credentials, worker_environment
 
 #: Environment that Ray workers should see too (their own processes do not inherit the driver's).
@@ -24,6 +24,30 @@ WORKER_ENVIRONMENT = (
 #: Set while joining a cluster inside a ``ray job submit`` job, so that the MLflow variables this driver
 #: adds to the job's runtime env may repeat ones the job set already (same values: they came from it).
 _OVERRIDE_JOB_ENV = "RAY_OVERRIDE_JOB_RUNTIME_ENV"
+
+
+#: The setup hook of every worker process of a cluster that :func:`ray_session` starts itself.
+LOCAL_CLUSTER_WORKER_SETUP = "imascl_ray.train.session.local_cluster_worker_setup"
+
+
+def local_cluster_worker_setup() -> None:
+    """Setup hook of every worker process of our own local cluster: Ray Train's warnings that cannot
+    matter there go (:func:`imascl_ray.logs.quiet_local_cluster_worker`), and the process knows which
+    cluster it belongs to.
+
+    Ray Train's ``PlacementGroupCleaner`` actor asks the state API about the run's controller without
+    an address; Ray then looks for the clusters running on the machine, and when there is another one
+    (a colleague's, a ``ray start --head``) it raises "Found multiple active Ray instances", which kills
+    the cleaner's thread with a 30-line traceback in the run's output. ``RAY_ADDRESS`` set to this
+    cluster's own GCS makes every such look-up find this cluster. Never raises: a failing setup hook
+    would stop the worker from starting."""
+    quiet_local_cluster_worker()
+    try:
+        import ray
+
+        os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    except Exception:  # the hook must not stop a worker
+        pass
 
 
 @contextlib.contextmanager

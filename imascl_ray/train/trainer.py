@@ -4,7 +4,8 @@
 (corpus splits, teacher cache: :mod:`imascl_ray.preparation`), opens the run's MLflow run (a
 :class:`~imascl_ray.tracking.TrackedRun`: it ends FINISHED, FAILED or KILLED as the block does), starts
 ``num_workers`` Ray Train workers running :func:`imascl_ray.train.worker.train_worker` (gloo on CPU,
-NCCL on GPU; a failed worker group restarts from the last checkpoint), exports the best checkpoint by
+NCCL on GPU; a failed worker group restarts from the last checkpoint, unless what failed was the run's
+input, which no restart cures: :mod:`imascl_ray.train.failures`), exports the best checkpoint by
 validation accuracy as a sentence-transformers folder, evaluates it as ``eval.suite`` says, and
 publishes it once (model card, MLflow model, registered version: :mod:`imascl_ray.tracking.publish`).
 """
@@ -101,7 +102,7 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from imascl_ray.train.worker import train_worker
+    from imascl_ray.train.failures import StopOnInputError, train_worker
 
     scaling = config.scaling
     return TorchTrainer(
@@ -122,11 +123,12 @@ def build_trainer(
                 checkpoint_score_attribute=SCORE,
                 checkpoint_score_order="max",
             ),
+            # Restarts are for faults a restart can cure: an InputError in a worker ends the run at once.
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             # Ray Train's own INFO lines (one per report and checkpoint) would drown the loop's progress
             # lines, which go through imascl_ray's logger; its warnings and errors still show.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), StopOnInputError()],
         ),
     )
 
@@ -205,7 +207,15 @@ def _train_and_export(
         "mlflow_run_id": run.run_id,
     }
     trainer = build_trainer(config, payload, run_dir.name, storage, trial.callbacks if trial else None)
-    result = call_interruptibly(trainer.fit)
+    try:
+        result = call_interruptibly(trainer.fit)
+    except Exception as failure:
+        from imascl_ray.train.failures import input_error_of
+
+        cause = input_error_of(failure)
+        if cause is None:
+            raise
+        raise cause from None  # a worker's bad input: one line, not Ray's wrapping of it
     if result.error:  # older Ray returned the error instead of raising it
         raise result.error
     best = _best_checkpoint(result)
