@@ -40,11 +40,40 @@ __all__ = [
     "ratio_summary",
     "rounded",
     "set_test_environment",
+    "small_run_overrides",
     "stability",
 ]
 
 WORK_DIR = Path.home() / ".cache" / "imascl-ray" / "benchmarks"
 """Where the benchmarks keep what later runs reuse (prepared data, corpus and teacher caches)."""
+
+
+def small_run_overrides(smoke: bool, work: Path) -> list[str]:
+    """The model and data of the Ray benchmarks' short soft-label runs (scaling, train_overhead):
+    ``--smoke``, a tiny random model on a synthetic corpus written under ``work``; else the offline
+    multilingual-e5-small (word embeddings frozen) on 300 gettext pairs per language pair."""
+    from imascl_ray.data import write_corpus
+
+    if smoke:
+        from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
+
+        model = build_tiny_model(work / "tiny-model")
+        corpus = write_corpus(synthetic_parallel_corpus(300), work / "tiny-corpus.parquet")
+        data = [f"data.corpus={corpus}", "data.languages=[en,fr]", "data.pair_set=en-fr"]
+        data += ["data.max_pairs_per_language_pair=200", "model.max_length=32", "teacher.max_length=32"]
+    else:
+        model = "offline:multilingual-e5-small"
+        data = ["data.corpus=gettext", "data.languages=[en,fr,ja,ko,ru]", "data.pair_set=en-xx"]
+        data += ["data.max_pairs_per_language_pair=300", "model.max_length=64", "teacher.max_length=64"]
+    return [
+        f"model.name={model}",
+        "model.freeze_embeddings=true",
+        *data,
+        "data.validation_pairs=20",
+        "loss.name=soft",
+        "loss.labels=priority",
+        "loss.teacher_tau=0.05",
+    ]
 
 
 def add_work_dir(parser: Any, what: str = "prepared data and teacher cache") -> None:

@@ -35,34 +35,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import add_work_dir, emit, fill_defaults, log, machine, median, rounded, set_test_environment
+from _common import (
+    add_work_dir,
+    emit,
+    fill_defaults,
+    log,
+    machine,
+    median,
+    rounded,
+    set_test_environment,
+    small_run_overrides,
+)
 
 
 def build_config(args: argparse.Namespace, work: Path):
     from imascl_ray.config import load_config
-    from imascl_ray.data import write_corpus
 
-    if args.smoke:
-        from imascl_ray.testing import build_tiny_model, synthetic_parallel_corpus
-
-        model = build_tiny_model(work / "tiny-model")
-        corpus = write_corpus(synthetic_parallel_corpus(300), work / "tiny-corpus.parquet")
-        data = [f"data.corpus={corpus}", "data.languages=[en,fr]", "data.pair_set=en-fr"]
-        data += ["data.max_pairs_per_language_pair=200", "model.max_length=32", "teacher.max_length=32"]
-    else:
-        model = "offline:multilingual-e5-small"
-        data = ["data.corpus=gettext", "data.languages=[en,fr,ja,ko,ru]", "data.pair_set=en-xx"]
-        data += ["data.max_pairs_per_language_pair=300", "model.max_length=64", "teacher.max_length=64"]
     return load_config(
         None,
         [
-            f"model.name={model}",
-            "model.freeze_embeddings=true",
-            *data,
-            "data.validation_pairs=20",
-            "loss.name=soft",
-            "loss.labels=priority",
-            "loss.teacher_tau=0.05",
+            *small_run_overrides(args.smoke, work),
             f"schedule.global_batch_size={args.global_batch}",
             f"schedule.max_steps={args.steps}",
             f"schedule.log_every={args.log_every}",

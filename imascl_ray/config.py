@@ -8,8 +8,9 @@ line) and the closest known key; a value of the wrong type names the key and the
 The sections are pydantic dataclasses: pydantic checks and converts the types (ints and bools strictly;
 floats and strings laxly: ``"3e-5"`` is a float, ``7`` may be a str), refuses unknown keys, and reads the
 docstring under each field as its description, from which ``imascl-ray config --reference`` and the
-README's reference are generated (:mod:`imascl_ray.config_schema` does that part and keeps every value's
-file and line). This module declares the fields and adds ranges and rules between keys (:func:`_validate`).
+reference in docs/configuration.md are generated (:mod:`imascl_ray.config_schema` does that part and
+keeps every value's file and line). This module declares the fields and adds ranges and rules between
+keys (:func:`_validate`).
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ class ScheduleConfig:
     max_steps: int | None = None
     """Train exactly this many steps (epochs follow one another as needed); None: ``epochs`` epochs."""
     log_every: int = 10
-    """Report training metrics every this many steps (each Ray report has a cost)."""
+    """Log training metrics (loss, throughput, timings) to MLflow and the console every this many steps; Ray
+    Train hears only validations, since each of its reports is a barrier of all workers."""
     eval_every: int = 100
     """Validate and checkpoint every this many steps (and at the end)."""
     patience: int | None = None
@@ -352,12 +354,12 @@ def known_keys() -> list[str]:
 
 
 def field_docs() -> list[tuple[str, str, Any, str]]:
-    """``(key, type, default, description)`` for every field: the README's configuration reference."""
+    """``(key, type, default, description)`` for every field: docs/configuration.md's reference."""
     return config_schema.field_docs(Config)
 
 
 def reference_markdown() -> str:
-    """The configuration reference (a Markdown table per section) that the README embeds."""
+    """The configuration reference (a Markdown table per section) that docs/configuration.md embeds."""
     return config_schema.reference_markdown(Config)
 
 

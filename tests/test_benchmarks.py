@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def test_train_throughput_smoke(tmp_path, capsys):
     assert all(count >= 1 for count in result["steps_timed"].values())
     for key in ("soft_over_st", "bucketed_over_st", "soft_over_hard", "soft_over_authors"):
         assert result[key] > 0 and key in result["targets"] and key in result["targets_met"]
+    # The figures agree with each other: a ratio computed from the wrong variants or upside down fails.
+    for name, steps in result["median_step_s"].items():
+        batch = (
+            result["authors_global_batch"] if name in ("soft_small", "authors") else result["global_batch"]
+        )
+        assert result["pairs_per_s"][name] == pytest.approx(batch / steps, rel=2e-3)
+    for key, (fast, slow) in train_throughput.RATIOS.items():
+        assert result[key] == result["ratios"][key]["median"]
+        of_medians = result["pairs_per_s"][fast] / result["pairs_per_s"][slow]
+        assert result["ratios_of_medians"][key] == pytest.approx(of_medians, rel=1e-2)
+    for key, target in result["targets"].items():
+        assert result["targets_met"][key] is (result[key] >= target)
     large = result["large"]  # the second phase: bucketed vs sentence-transformers at a larger batch
     assert large["global_batch"] == 32 and large["layers"] == 1
     assert set(large["median_step_s"]) == {"soft_bucketed", "soft_padded", "st"}
@@ -117,6 +130,8 @@ def test_scaling_smoke(tmp_path, capsys):
     for workers in ("workers_1", "workers_2"):
         figures = result[workers]
         assert figures["pairs_per_s"] > 0 and figures["fit_s"] > figures["loop_s"] > 0
+    speedup = result["workers_2"]["pairs_per_s"] / result["workers_1"]["pairs_per_s"]
+    assert result["speedup_2_over_1"] == pytest.approx(speedup, rel=1e-2)
     assert [run["workers"] for run in result["runs"]] == [1, 2]
     trial = result["tune_trial"]
     assert trial["tuner_fit_s"] > trial["fit_s"] > 0  # a Tune trial wraps the same Ray Train run
@@ -132,7 +147,50 @@ def test_teacher_cache_smoke_actors_build_the_same_cache(tmp_path, capsys):
     assert set(result["end_to_end_sentences_per_s"]) == variants == set(result["steady_sentences_per_s"])
     assert all(value > 0 for value in result["end_to_end_sentences_per_s"].values())
     assert result["same_fingerprint"] is True and result["max_abs_difference"] <= 1e-6
-    assert result["steady_2_over_1"] > 0 and "target_met" in result
+    steady, end_to_end = result["steady_sentences_per_s"], result["end_to_end_sentences_per_s"]
+    assert result["steady_2_over_1"] == pytest.approx(steady["actors_2"] / steady["actors_1"], rel=1e-2)
+    assert result["end_to_end_2_over_1"] == pytest.approx(
+        end_to_end["actors_2"] / end_to_end["actors_1"], rel=1e-2
+    )
+    for name, seconds in result["build_s"].items():  # end to end: the sentences over the median build
+        assert end_to_end[name] == pytest.approx(result["sentences"] / statistics.median(seconds), rel=1e-2)
+    assert result["target_met"] is (result["steady_2_over_1"] >= teacher_cache.TARGET)
+
+
+@pytest.mark.slow
+def test_train_overhead_smoke_times_the_same_steps_bare_and_on_ray(tmp_path, capsys, monkeypatch):
+    import train_overhead
+
+    # main() sets it to "1"; setting it first makes monkeypatch restore it (delenv of an unset name doesn't)
+    monkeypatch.setenv("IMASCL_STEP_TIMING", "0")
+    result = train_overhead.main(["--smoke", "--work-dir", str(tmp_path)])
+    assert last_json_line(capsys) == json.loads(json.dumps(result))
+    variants = result["variants"]
+    assert set(variants) == set(train_overhead.VARIANTS)
+    for name, figures in variants.items():
+        assert figures["runs"] == result["rounds"] and figures["steady_steps_per_run"] == 3, name
+        step = figures["step_mean_s"]
+        assert 0 < step["min"] <= step["median"] <= step["max"], name
+        assert figures["pairs_per_s"] == pytest.approx(result["global_batch"] / step["median"], rel=2e-3)
+        phases = figures["phases_mean_s"]
+        assert {"next_batch", "forward", "loss", "backward", "optimizer", "report"} <= set(phases), name
+        whole = {phase: seconds for phase, seconds in phases.items() if "." not in phase}  # no parts
+        assert sum(whole.values()) <= step["max"] * 1.05, (name, phases)  # the phases are parts of a step
+        parts = [seconds for phase, seconds in phases.items() if phase.startswith("report.")]
+        assert sum(parts) <= phases["report"] * 1.05 + 1e-4, (name, phases)
+    # Only the 2-worker run gathers anything: one rank's gather is the identity.
+    assert variants["workers_2"]["phases_mean_s"]["gather"] > variants["workers_1"]["phases_mean_s"]["gather"]
+    for key in ("workers_1_over_bare", "workers_2_over_bare", "inline_over_prefetch"):
+        ratio = result["ratios"][key]
+        assert result[key] == ratio["median"] and 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert result["target_met"] is (
+        result["workers_1_over_bare"] <= train_overhead.TARGET_WORKERS_1_OVER_BARE
+    )
+    assert result["clock"].startswith("wall time") and set(result["stability"]["load_before"]) == {
+        "1m",
+        "5m",
+        "15m",
+    }
 
 
 # quality.py's smoke runs (the paper's setting, --tune, the picture): tests/test_quality_study.py
@@ -263,3 +321,31 @@ def test_quality_cuts_and_trims_the_student_without_changing_its_embeddings(tmp_
     assert cut.model.config.num_hidden_layers == 1
     assert cut.model.get_input_embeddings().num_embeddings < uncut.model.get_input_embeddings().num_embeddings
     torch.testing.assert_close(cut.encode(texts), uncut.encode(texts), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_corpus_scale_smoke_ratios_come_from_the_recorded_figures(tmp_path, capsys):
+    import corpus_scale
+
+    result = corpus_scale.main(["--smoke", "--work-dir", str(tmp_path)])
+    assert last_json_line(capsys)["benchmark"] == "corpus_scale"
+    small, large = result["sizes"]
+    assert (small["pairs"], large["pairs"]) == (400, 2000)
+    for row in (small, large):
+        assert len(row["worker_peak_rss_mib"]) == 2 and min(row["worker_peak_rss_mib"]) > 50
+        assert row["driver_peak_rss_mib"] > 50 and row["prepare_s"] > 0 and row["steps_per_s"] > 0
+        assert row["steps"] == 4
+        for peak, memory in zip(row["worker_peak_rss_mib"], row["worker_memory_mib"], strict=True):
+            assert memory["peak_before"] <= memory["peak"] == pytest.approx(peak, abs=1.0)
+            assert memory["anonymous"] + memory["file"] + memory["shared"] == pytest.approx(
+                memory["now"], abs=1.0
+            )
+            assert memory["now"] <= memory["peak"]
+    worker = max(large["worker_peak_rss_mib"]) / max(small["worker_peak_rss_mib"])
+    assert result["worker_rss_ratio"] == pytest.approx(worker, rel=0.01)
+    driver = large["driver_peak_rss_mib"] / small["driver_peak_rss_mib"]
+    assert result["driver_rss_ratio"] == pytest.approx(driver, rel=0.01)
+    assert result["steps_per_s_ratio"] == pytest.approx(large["steps_per_s"] / small["steps_per_s"], rel=0.01)
+    per_million = result["prepare_s_per_million_pairs"]
+    assert per_million["2000"] == pytest.approx(large["prepare_s"] / 2000 * 1e6, rel=0.01)
+    assert set(result["targets_met"]) == set(result["targets"])

@@ -16,10 +16,13 @@ to ``ray.train.report``; tests can collect them in a list. The loop knows nothin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +40,8 @@ from imascl_ray.engine.faults import maybe_fail
 from imascl_ray.engine.guards import check_finite
 from imascl_ray.engine.optim import build_optimizer, linear_schedule
 from imascl_ray.engine.precision import autocast, grad_scaler, optimizer_step, resolve_precision
+from imascl_ray.engine.prefetch import PREFETCH_ENV, prefetch_executor, prefetched
+from imascl_ray.engine.timing import step_timer
 from imascl_ray.losses import build_loss
 from imascl_ray.preparation import PreparedRun, load_student
 
@@ -107,6 +112,17 @@ class _Window:
         )
 
 
+@dataclass
+class StepInputs:
+    """What a step needs from the host before it encodes: this rank's texts and the teacher rows."""
+
+    src_texts: list[str]
+    tgt_texts: list[str]
+    negative_texts: list[str] | None
+    teacher_anchor: torch.Tensor | None
+    teacher_other: torch.Tensor | None
+
+
 def _broadcast(value: Any, context: RankContext) -> Any:
     """Rank 0's ``value`` on every rank."""
     if context.world_size == 1:
@@ -122,46 +138,30 @@ class TrainingLoop:
     def __init__(
         self, config: Config, prepared: PreparedRun, context: RankContext, reporter: Reporter
     ) -> None:
-        from imascl_ray.data import BatchPlan, read_corpus
+        from imascl_ray.data import read_corpus
+        from imascl_ray.engine.data_input import open_pairs
         from imascl_ray.engine.negatives import HardNegativeTexts
         from imascl_ray.teacher import TeacherCache
 
         self.config, self.prepared, self.context, self.report = config, prepared, context, reporter
         self.loss = build_loss(config.loss)
-        self.train = read_corpus(prepared.train)
         self.validation_groups = read_corpus(prepared.validation).groups()
-        self.plan = BatchPlan(
-            self.train,
-            config.schedule.global_batch_size,
-            context.world_size,
-            config.schedule.seed,
-            mixed=config.data.mixed_batches,
-            priority=prepared.priority,
-        )
-        self.src_ids, self.tgt_ids = self.train.sentence_ids()
+        # The cache is memory-mapped and its size checked, not its checksum (the driver checked it).
         self.cache = TeacherCache.open(prepared.teacher_cache)
-        n_sentences = len(self.train.sentences())
-        # Sentence id -> cache row: the identity for the run's own cache; a sweep's shared cache (over
-        # several pair sets' sentences) comes with the rows of this run's sentences.
-        if prepared.teacher_rows:
-            self.teacher_row = np.load(prepared.teacher_rows)
-        else:
-            self.teacher_row = np.arange(len(self.cache), dtype=np.int64)
-        out_of_range = n_sentences > 0 and self.teacher_row.max() >= len(self.cache)
-        if len(self.teacher_row) != n_sentences or out_of_range:
-            raise ValueError(
-                f"{prepared.teacher_cache} ({len(self.cache)} sentences, {len(self.teacher_row)} mapped) "
-                f"does not match the training corpus ({n_sentences} sentences): prepare the run again"
-            )
+        # The plan and the rows: memory-mapped from the run's stream folder (engine.data_input).
+        self.pairs = open_pairs(config, prepared, context.world_size, self.cache)
+        self.plan = self.pairs
         self.negatives: HardNegativeTexts | None = None
         if self.loss.needs_negatives:
             if not prepared.hard_negatives:
                 raise ValueError(
                     f"the {self.loss.name} loss needs mined hard negatives: prepare the run again"
                 )
+            # Hard negatives pick texts anywhere in the language pair: this loss still reads the whole
+            # training corpus in every worker (not streamed).
             mined = np.load(prepared.hard_negatives)
             self.negatives = HardNegativeTexts(
-                self.train, mined, config.loss.hard_negatives, config.schedule.seed
+                read_corpus(prepared.train), mined, config.loss.hard_negatives, config.schedule.seed
             )
 
         model = config.model
@@ -200,19 +200,43 @@ class TrainingLoop:
                     "resuming at epoch %d step %d (global step %d)", epoch, step, self.position.global_step
                 )
         self.marker_dir = Path(prepared.directory)
+        self.timer = step_timer()  # per-phase step times when IMASCL_STEP_TIMING=1; free otherwise
+        self.prefetch = os.environ.get(PREFETCH_ENV) != "0"  # the next batch assembled during the step
+
+    @functools.cached_property
+    def train(self):
+        """The whole training corpus, read on first use: for tools and benchmarks, never by the steps
+        (they read their rows from :attr:`pairs`), so a rank does not hold the corpus unless asked."""
+        from imascl_ray.data import read_corpus
+
+        return read_corpus(self.prepared.train)
 
     # ------------------------------------------------------------------------------------------------
     def _teacher_rows(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher embeddings of the anchor side and the other side of every pair of the global batch."""
-        rows = batch.pair_indices
         anchor_is_src = np.asarray(batch.anchor_sides) == "src"
-        anchor_ids = np.where(anchor_is_src, self.src_ids[rows], self.tgt_ids[rows])
-        other_ids = np.where(anchor_is_src, self.tgt_ids[rows], self.src_ids[rows])
+        src_rows, tgt_rows = self.pairs.teacher_rows(batch.pair_indices)
+        anchor = np.where(anchor_is_src, src_rows, tgt_rows)
+        other = np.where(anchor_is_src, tgt_rows, src_rows)
         device = self.context.device
-        anchor, other = self.teacher_row[anchor_ids], self.teacher_row[other_ids]
         return self.cache.lookup(anchor).to(device), self.cache.lookup(other).to(device)
 
-    def step(self, batch) -> tuple[dict[str, float], dict[str, float], bool]:
+    def assemble(self, batch, global_step: int) -> StepInputs:
+        """Step ``global_step``'s inputs from ``batch`` (pure: :mod:`imascl_ray.engine.prefetch` may run it
+        in a background thread, a step ahead)."""
+        local_rows = batch.rank_slice(self.context.rank)
+        src_texts, tgt_texts = self.pairs.texts(local_rows)  # only these rows' pages are read
+        negative_texts = None
+        if self.negatives is not None:
+            negative_texts = self.negatives.texts(batch.pair_indices, local_rows, global_step)
+        teacher_anchor = teacher_other = None
+        if self.loss.needs_teacher:
+            teacher_anchor, teacher_other = self._teacher_rows(batch)
+        return StepInputs(src_texts, tgt_texts, negative_texts, teacher_anchor, teacher_other)
+
+    def step(
+        self, batch, inputs: StepInputs | None = None
+    ) -> tuple[dict[str, float], dict[str, float], bool]:
         """One optimisation step on ``batch``: ``(global loss terms, other metrics, skipped)``; the terms
         (``train/loss``, ``train/cross``, ..., ``labels/entropy``) are averaged over the ranks.
 
@@ -224,17 +248,12 @@ class TrainingLoop:
         rank): it differs across ranks and steps, as it should, and a run resumed from any checkpoint
         replays exactly the same masks on every rank, although only rank 0 writes the checkpoint.
         """
-        rank, global_step = self.context.rank, self.position.global_step
+        rank, global_step, timer = self.context.rank, self.position.global_step, self.timer
         torch.manual_seed(hash((self.config.schedule.seed, global_step, rank)) % 2**63)
-        local_rows = batch.rank_slice(rank)
-        src_texts = [self.train.src[i] for i in local_rows]
-        tgt_texts = [self.train.tgt[i] for i in local_rows]
-        negative_texts = None
-        if self.negatives is not None:
-            negative_texts = self.negatives.texts(batch.pair_indices, local_rows, global_step)
-        teacher_anchor = teacher_other = None
-        if self.loss.needs_teacher:
-            teacher_anchor, teacher_other = self._teacher_rows(batch)
+        if inputs is None:  # not assembled ahead (a direct call, or prefetch off)
+            with timer.phase("assemble"):
+                inputs = self.assemble(batch, global_step)
+        teacher_anchor, teacher_other = inputs.teacher_anchor, inputs.teacher_other
         encoding = make_encoding(
             self.config.scaling.encoding,
             self.model,
@@ -242,25 +261,30 @@ class TrainingLoop:
             autocast=lambda: autocast(self.precision, self.context.device),
         )
         with autocast(self.precision, self.context.device):
-            with record_function("imascl/embed"):
-                src, tgt, negatives = encoding.embed(src_texts, tgt_texts, negative_texts)
+            with record_function("imascl/embed"), timer.phase("forward"):
+                src, tgt, negatives = encoding.embed(
+                    inputs.src_texts, inputs.tgt_texts, inputs.negative_texts
+                )
             with record_function("imascl/loss"):
-                inputs = gather_inputs(src, tgt, teacher_anchor, teacher_other, negatives)
-                output = self.loss(inputs)
+                with timer.phase("gather"):
+                    gathered = gather_inputs(src, tgt, teacher_anchor, teacher_other, negatives)
+                with timer.phase("loss"):
+                    output = self.loss(gathered)
         # Global values, the same on every rank: a non-finite loss stops all ranks together.
         parts = {"loss": output.value, **output.terms}
-        averaged = mean_over_ranks(
-            {f"train/{name}": value for name, value in parts.items()}
-            | {f"labels/{name}": value for name, value in output.statistics.items()}
-        )
+        with timer.phase("mean_over_ranks"):
+            averaged = mean_over_ranks(
+                {f"train/{name}": value for name, value in parts.items()}
+                | {f"labels/{name}": value for name, value in output.statistics.items()}
+            )
         if not math.isfinite(averaged["train/loss"]):
             check_finite(global_step + 1, {name: averaged[f"train/{name}"] for name in parts})
         self.optimizer.zero_grad(set_to_none=True)
-        with record_function("imascl/backward"):
+        with record_function("imascl/backward"), timer.phase("backward"):
             self.scaler.scale(output.value).backward()
-        with record_function("imascl/re-encode"):
+        with record_function("imascl/re-encode"), timer.phase("backward"):
             encoding.backward()  # GradCache: re-encodes with gradient; plain and bucketed: nothing to do
-        with record_function("imascl/optimizer"):
+        with record_function("imascl/optimizer"), timer.phase("optimizer"):
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.student.parameters(), self.config.optim.max_grad_norm
@@ -310,15 +334,17 @@ class TrainingLoop:
             checkpoint = None
             if with_checkpoint and self.context.rank == 0:
                 epoch, step = self.plan.position(self.position.global_step)
-                checkpoint = save_checkpoint(
-                    folder,
-                    model=self.student,
-                    optimizer=self.optimizer,
-                    scheduler=self.scheduler,
-                    scaler=self.scaler,
-                    position=dataclasses.asdict(self.position) | {"epoch": epoch, "step": step},
-                )
-            self.report(metrics, checkpoint)
+                with self.timer.phase("checkpoint"):
+                    checkpoint = save_checkpoint(
+                        folder,
+                        model=self.student,
+                        optimizer=self.optimizer,
+                        scheduler=self.scheduler,
+                        scaler=self.scaler,
+                        position=dataclasses.asdict(self.position) | {"epoch": epoch, "step": step},
+                    )
+            with self.timer.phase("report"):
+                self.report(metrics, checkpoint)
 
     def _patience_ran_out(self) -> bool:
         patience = self.config.schedule.patience
@@ -326,8 +352,7 @@ class TrainingLoop:
 
     def run(self) -> dict[str, Any]:
         """Train until the step budget, the epochs or the patience runs out; returns a summary."""
-        schedule, position = self.config.schedule, self.position
-        started, first_step, window, batches = time.perf_counter(), position.global_step, _Window(), None
+        schedule, started = self.config.schedule, time.perf_counter()
         if self.context.rank == 0:
             logger.info(
                 "training: %d steps (%d per epoch), global batch %d on %d worker(s), %s, %s",
@@ -338,18 +363,33 @@ class TrainingLoop:
                 self.precision.name,
                 self.loss,
             )
+        executor = prefetch_executor() if self.prefetch else None
+        try:
+            return self._steps(started, executor)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+    def _steps(self, started: float, executor: ThreadPoolExecutor | None) -> dict[str, Any]:
+        """The steps of :meth:`run`, each step's inputs assembled ahead in ``executor`` (None: inline)."""
+        schedule, position, timer = self.config.schedule, self.position, self.timer
+        first_step, window, batches = position.global_step, _Window(), None
         while position.global_step < self.total_steps and not self._patience_ran_out():
+            timer.start_step()
             epoch, step_in_epoch = self.plan.position(position.global_step)
             if batches is None or step_in_epoch == 0:  # the one place an epoch starts (or resumes)
-                batches = self.plan.batches(epoch, step_in_epoch)
-            batch = next(batches)
+                planned = self.plan.batches(epoch, step_in_epoch)
+                batches = prefetched(planned, self.assemble, position.global_step, executor)
+            with timer.phase("next_batch"):  # with prefetch: the wait for the background assembly
+                batch, inputs = next(batches)
             maybe_fail(position.global_step, self.context.rank, self.marker_dir)
-            window.add(*self.step(batch))
+            window.add(*self.step(batch, inputs))
             position.global_step += 1
 
             last = position.global_step >= self.total_steps
             validate = position.global_step % schedule.eval_every == 0 or last
             if not (validate or position.global_step % schedule.log_every == 0):
+                timer.end_step()
                 continue
             metrics = window.metrics(schedule.global_batch_size)
             metrics |= {"epoch": epoch, "step": position.global_step}
@@ -365,13 +405,18 @@ class TrainingLoop:
                     seconds_per_step * (self.total_steps - position.global_step),
                 )
             if validate:
-                metrics |= self._track(self.validate())
+                with timer.phase("validate"):
+                    metrics |= self._track(self.validate())
             self._report(metrics, with_checkpoint=validate)
             window = _Window()
+            timer.end_step()
         if self._patience_ran_out() and self.context.rank == 0:
             logger.info("early stop: %d validations without improvement", schedule.patience)
-        return {
+        summary = {
             "best_score": position.best_score,
             "global_step": position.global_step,
             "seconds": time.perf_counter() - started,
         }
+        if timer.enabled:
+            summary["timing"] = timer.summary() | {"prefetch": executor is not None}
+        return summary

@@ -13,6 +13,7 @@ import numpy as np
 from imascl_ray.config import Config
 from imascl_ray.preparation.mining import mine_hard_negatives, wants_hard_negatives
 from imascl_ray.preparation.splits import load_source_corpus, split_corpus, write_splits
+from imascl_ray.preparation.stream import prepare_stream
 from imascl_ray.preparation.student import prepare_student
 from imascl_ray.preparation.teacher_cache import SharedTeacherCache, build_teacher_cache, teacher_name
 
@@ -40,6 +41,9 @@ class PreparedRun:
     validation_pairs: list[str] = field(default_factory=list)
     """The language pairs whose validation rows (the ``validation`` file) score the run
     (``data.validation_pair_set``, else ``data.pair_set``)."""
+    stream: str | None = None
+    """The stream folder (:mod:`imascl_ray.data.stream`): the batch plan and training rows the workers
+    memory-map. None (a run prepared before it existed): each worker reads ``train`` and plans alone."""
 
     def save(self) -> Path:
         path = Path(self.directory) / PREPARED_FILE
@@ -60,9 +64,10 @@ def prepare_run(
     (:mod:`~imascl_ray.preparation.splits`), the student's starting checkpoint
     (:mod:`~imascl_ray.preparation.student`), the teacher cache of the training sentences
     (:mod:`~imascl_ray.preparation.teacher_cache`), and for the ``hard_negatives`` loss the mined
-    negatives (:mod:`~imascl_ray.preparation.mining`). With ``shared_teacher`` the teacher does not
-    run: the training sentences are looked up in that cache and their rows saved as
-    ``data/teacher_rows.npy``.
+    negatives (:mod:`~imascl_ray.preparation.mining`); last, the stream folder
+    the workers read their batches and rows from (:mod:`~imascl_ray.preparation.stream`). With
+    ``shared_teacher`` the teacher does not run: the training sentences are looked up in that cache and
+    their rows saved as ``data/teacher_rows.npy``.
     """
     from imascl_ray.teacher import TeacherCache
 
@@ -88,6 +93,16 @@ def prepare_run(
         cache = build_teacher_cache(config, sentences)
         embeddings = cache.embeddings
 
+    stream = prepare_stream(
+        config,
+        split.train,
+        list(priority),
+        data_dir,
+        cache_fingerprint=cache.fingerprint,
+        cache_rows=len(cache),
+        teacher_rows=None if teacher_rows is None else np.load(teacher_rows),
+    )
+
     hard_negatives = None
     if wants_hard_negatives(config):
         hard_negatives = str(data_dir / "hard_negatives.npy")
@@ -105,6 +120,7 @@ def prepare_run(
         hard_negatives=hard_negatives,
         teacher_rows=teacher_rows,
         validation_pairs=list(split.validation_pairs),
+        stream=str(stream),
     )
     prepared.save()
     return prepared

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 from pathlib import Path
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
 
 from imascl_ray.config import from_dict
-from imascl_ray.engine.loop import RankContext, TrainingLoop
+from imascl_ray.engine.loop import SCORE, RankContext, TrainingLoop
+from imascl_ray.engine.timing import NullTimer, Timer
 from imascl_ray.logs import configure_logging, quiet_ray_train_reports
 from imascl_ray.preparation import PreparedRun
 from imascl_ray.tracking.metrics import MetricsSink
@@ -24,24 +27,37 @@ METRICS_CHECKPOINT_FLUSH_S = 30.0
 
 
 class RayReporter:
-    """Forwards the loop's reports to ``ray.train.report`` and, on rank 0 only, to the run's MLflow run.
+    """Forwards the loop's validations to ``ray.train.report`` and, on rank 0 only, every report to the
+    run's MLflow run.
 
     MLflow gets them through a :class:`~imascl_ray.tracking.metrics.MetricsSink`: sent in the
     background, retried and queued while the server is away, so tracking never stalls or ends training.
+
+    Ray hears only the reports that carry a validation (and with it rank 0's checkpoint): in Ray Train
+    2.60 every ``ray.train.report`` is a barrier of all ranks through an actor, whatever it carries, and
+    nothing of Ray's reads the training metrics in between (Tune forwards only the validations:
+    :class:`~imascl_ray.tune.trainable.ValidationReportCallback`; the run's outcome is its last report,
+    a validation). Every rank validates at the same steps, so every rank calls it alike.
     """
 
     def __init__(self, rank: int, mlflow_uri: str | None, mlflow_run_id: str | None) -> None:
         self.sink = MetricsSink(mlflow_run_id, mlflow_uri) if rank == 0 and mlflow_run_id else None
+        self.timer: Timer = NullTimer()
+        """The loop's step timer (set by :func:`train_worker`): the report's parts, when timing is on."""
 
     def __call__(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
         if self.sink is not None:
             step = int(metrics.get("step", 0))
             self.sink.log({key: value for key, value in metrics.items() if key != "step"}, step)
             if checkpoint is not None:  # every metric up to a checkpoint is stored before it counts
-                self.sink.flush(METRICS_CHECKPOINT_FLUSH_S)
-        ray.train.report(
-            metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint) if checkpoint else None
-        )
+                with self.timer.phase("report.mlflow_flush"):
+                    self.sink.flush(METRICS_CHECKPOINT_FLUSH_S)
+        if SCORE not in metrics:
+            return
+        with self.timer.phase("report.ray"):
+            ray.train.report(
+                metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint) if checkpoint else None
+            )
 
     def close(self, timeout_s: float = METRICS_FLUSH_TIMEOUT_S) -> None:
         """Wait (at most ``timeout_s``) for the queued metrics to reach MLflow."""
@@ -49,8 +65,38 @@ class RayReporter:
             self.sink.close(timeout_s)
 
 
+def memory_mib() -> dict[str, float]:
+    """This process's resident memory in MiB, as Linux's ``/proc/self/status`` splits it.
+
+    ``peak`` (VmHWM, what ``ru_maxrss`` reports) and ``now`` (VmRSS), and the parts of ``now``:
+    ``anonymous`` (heap: what a corpus read whole would grow), ``file`` (pages of mapped files: the
+    stream folder's and the teacher cache's, reclaimable by the kernel) and ``shared`` (shared memory:
+    Ray's object store). Where there is no ``/proc``, only ``peak``, from ``getrusage``.
+    """
+    fields = {
+        "VmHWM": "peak",
+        "VmRSS": "now",
+        "RssAnon": "anonymous",
+        "RssFile": "file",
+        "RssShmem": "shared",
+    }
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {"peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    memory = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in fields:
+            memory[fields[key]] = round(int(value.split()[0]) / 1024, 1)  # "123456 kB"
+    return memory
+
+
 def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's ``train_loop_per_worker``; ``payload``: the config, the prepared run, the MLflow ids."""
+    # A Ray worker process may have run other work before it became this Train worker: its peak so far
+    # tells the loop's own memory from what it inherited (benchmarks/corpus_scale.py reports both).
+    before = memory_mib()
     configure_logging()
     quiet_ray_train_reports()
     config = from_dict(payload["config"])
@@ -64,24 +110,27 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
         rank_context = RankContext(rank, world_size, device, Path(resume_dir) if resume_dir else None)
         loop = TrainingLoop(config, prepared, rank_context, reporter)
+    reporter.timer = loop.timer
     try:
         summary = loop.run()
     except BaseException:
         reporter.close(timeout_s=10.0)  # a failing worker group: keep what can go out quickly
         raise
     reporter.close()
-    summary["nodes"] = _gather_node_ids(world_size)
+    summary["nodes"] = _gather(ray.get_runtime_context().get_node_id(), world_size)
+    # Each rank's peak resident memory: what a corpus's size costs a worker (benchmarks/corpus_scale.py).
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    summary["peak_rss_mib"] = _gather(round(peak_kib / 1024, 1), world_size)
+    summary["memory_mib"] = _gather({**memory_mib(), "peak_before": before.get("peak")}, world_size)
     return summary
 
 
-def _gather_node_ids(world_size: int) -> list[str]:
-    """The Ray node of every rank, in rank order (what rank 0 returns shows where the workers ran)."""
-    import ray
+def _gather(value: Any, world_size: int) -> list[Any]:
+    """Every rank's ``value``, in rank order (what rank 0 returns shows where and how the workers ran)."""
     import torch.distributed as dist
 
-    node = ray.get_runtime_context().get_node_id()
     if world_size == 1:
-        return [node]
-    nodes: list[str] = [""] * world_size
-    dist.all_gather_object(nodes, node)
-    return nodes
+        return [value]
+    values: list[Any] = [None] * world_size
+    dist.all_gather_object(values, value)
+    return values
