@@ -28,6 +28,7 @@ from test_bucketing import (
     varied_texts,
 )
 from test_distributed import _init, _run_two_ranks, _teardown
+from tiny_runs import en_fr_overrides
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
@@ -144,18 +145,11 @@ def prepared_run(tmp_path_factory):
         return load_config(
             None,
             [
-                f"model.name={dropout_model}",
-                f"data.corpus={corpus}",
-                "data.languages=[en,fr]",
-                "data.pair_set=en-fr",
-                "data.validation_pairs=20",
-                "model.max_length=64",
-                "teacher.max_length=64",
+                *en_fr_overrides(dropout_model, corpus, folder, validation_pairs=20, max_length=64),
                 "model.freeze_embeddings=true",
                 "schedule.global_batch_size=16",
                 "scaling.num_workers=1",
                 "scaling.micro_batch_size=6",
-                f"tracking.output_dir={folder}",
                 *overrides,
             ],
         )
@@ -206,13 +200,7 @@ def test_a_two_worker_ray_run_with_a_global_batch_of_1024_trains(ray_cluster, tm
     config = load_config(
         None,
         [
-            f"model.name={model}",
-            f"data.corpus={corpus}",
-            "data.languages=[en,fr]",
-            "data.pair_set=en-fr",
-            "data.validation_pairs=200",
-            "model.max_length=32",
-            "teacher.max_length=32",
+            *en_fr_overrides(model, corpus, tmp_path / "out", validation_pairs=200, max_length=32),
             "loss.name=soft",
             "loss.labels=priority",
             "loss.teacher_tau=0.01",
@@ -227,7 +215,6 @@ def test_a_two_worker_ray_run_with_a_global_batch_of_1024_trains(ray_cluster, tm
             "scaling.encoding=cached",
             "scaling.micro_batch_size=128",
             "eval.suite=none",
-            f"tracking.output_dir={tmp_path / 'out'}",
         ],
     )
     outcome = run_training(config, run_name="grad-cache-1024")

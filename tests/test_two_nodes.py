@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 from ray_nodes import two_raylets
+from tiny_runs import en_fr_overrides
 
 from imascl_ray.config import load_config
 from imascl_ray.data import read_corpus, write_corpus
@@ -43,13 +44,7 @@ def test_one_worker_per_node_takes_the_same_first_step_as_a_single_worker(two_no
         config = load_config(
             None,
             [
-                f"model.name={model}",
-                f"data.corpus={corpus}",
-                "data.languages=[en,fr]",
-                "data.pair_set=en-fr",
-                "data.validation_pairs=50",
-                "model.max_length=32",
-                "teacher.max_length=32",
+                *en_fr_overrides(model, corpus, tmp_path / name, validation_pairs=50, max_length=32),
                 "schedule.global_batch_size=16",
                 "schedule.max_steps=1",
                 "schedule.eval_every=1",
@@ -58,7 +53,6 @@ def test_one_worker_per_node_takes_the_same_first_step_as_a_single_worker(two_no
                 "loss.tms=true",
                 "eval.suite=none",
                 "scaling.cpus_per_worker=1",
-                f"tracking.output_dir={tmp_path / name}",
                 *overrides,
             ],
         )
