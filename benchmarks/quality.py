@@ -10,15 +10,14 @@ and the Pareto picture.
 
 Arms (each trained by the project's own trainer, ``run_training`` on a local Ray cluster, from the same
 starting checkpoint, with the same data, steps, batch and learning rate; every setting an arm does not name
-is the quickstart recipe's, so ``hard`` is the recipe's temperature, margin and learning rate with hard
-labels):
+is the quickstart recipe's, so ``hard`` is the recipe's temperature and learning rate with hard labels):
 
 =================  ==========================================================
 ``pretrained``     the student before training (no seed: evaluated once)
 ``hard``           ``loss.name=infonce`` (LaBSE / mE5-style hard labels)
 ``soft``           ``loss.name=soft loss.labels=priority loss.tms=false``
 ``soft_tms``       ``loss.name=soft loss.labels=priority loss.tms=true``: the shipped quickstart recipe
-                   (tau 0.023, teacher_tau 0.033, lam 0.1, margin 0.15, lr 4.7e-5 since issue 22)
+                   (tau 0.023, teacher_tau 0.033, lam 0.17, lr 3.3e-5 since issue 22), the paper's best rows
 ``soft_average``   ``loss.name=soft loss.labels=average loss.tms=false``
 ``mse``            ``loss.name=mse`` (Reimers & Gurevych 2020; onto the starting checkpoint here)
 =================  ==========================================================
