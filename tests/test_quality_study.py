@@ -108,8 +108,20 @@ def test_the_fair_spaces_differ_only_in_the_loss_and_search_the_hard_mix():
     assert budget == {(12, 2405, "val/mean/acc", "fifo", 150)}  # same trials, sampler, steps, validation
     assert spaces["hard"].fixed.loss.name == "infonce" and spaces["soft"].fixed.loss.name == "soft"
     assert {"loss.tau", "optim.lr", "loss.margin", "loss.tms"} <= set(spaces["hard"].parameters)
-    soft_knobs = {"loss.tau", "loss.teacher_tau", "loss.lam", "loss.tms", "loss.labels", "optim.lr"}
+    soft_knobs = {
+        "loss.tau",
+        "loss.teacher_tau",
+        "loss.lam",
+        "loss.tms",
+        "loss.labels",
+        "optim.lr",
+        "loss.margin",
+    }
     assert set(spaces["soft"].parameters) == soft_knobs
+    # Every knob hard InfoNCE tunes, soft labels tune too, over the same range (the margin was missing once).
+    for key in spaces["hard"].parameters:
+        soft, hard = spaces["soft"].parameters[key], spaces["hard"].parameters[key]
+        assert (soft.kind, soft.args) == (hard.kind, hard.args), key
     assert set(spaces["mix"].parameters) == soft_knobs | {"loss.hard_mix"}
     assert spaces["mix"].trial_config({"loss.hard_mix": 0.7}).loss.hard_mix == 0.7
     assert spaces["soft"].fixed.teacher.name is None  # the student's starting checkpoint teaches
