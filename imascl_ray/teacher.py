@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from imascl_ray.data.row_reader import read_rows
 from imascl_ray.encoder import SentenceEncoder
 from imascl_ray.errors import InputError
 
@@ -373,7 +374,8 @@ class TeacherCache:
         index = np.asarray(indices, dtype=np.int64)
         if index.size and (index.min() < -len(self) or index.max() >= len(self)):
             raise IndexError(f"teacher cache has {len(self)} sentences; index out of range")
-        return torch.from_numpy(np.asarray(self.embeddings[index], dtype=np.float32))
+        # Read, not indexed through the mapping: a worker holds its rows, not the pages around them.
+        return torch.from_numpy(np.asarray(read_rows(self.embeddings, index), dtype=np.float32))
 
 
 def file_sha256(path: Path) -> str:

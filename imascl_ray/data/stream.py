@@ -15,8 +15,9 @@ The driver writes one folder (:func:`write_stream`) once per run; every worker o
 The batches are :class:`~imascl_ray.data.batch_plan.BatchPlan`'s for the same seed (computed by
 :mod:`~imascl_ray.data.plan_arrays`), for every epoch the run needs, so resuming at any global step is
 reading row ``step`` of ``batches.npy``. Integers are int32 when they fit. Every ``.npy`` opens with
-``mmap_mode="r"`` and the Arrow file through ``pyarrow.memory_map``: opening costs nothing and a
-step touches the pages of its own rows (``G`` indices, ``G / W`` texts, ``G`` teacher rows).
+``mmap_mode="r"`` and the Arrow file through ``pyarrow.memory_map``: opening costs nothing; a step reads
+its ``G`` batch indices (one contiguous run), and the per-row arrays at those rows with ``pread``
+(:mod:`~imascl_ray.data.row_reader`: no page of them is mapped into the worker), and ``G / W`` texts.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 from imascl_ray.data.batch_plan import MIXED, GlobalBatch
 from imascl_ray.data.languages import SRC, TGT, anchor_side
 from imascl_ray.data.plan_arrays import epoch_batches, plan_classes, pool_rows, sentence_keys
+from imascl_ray.data.row_reader import read_rows
 from imascl_ray.errors import InputError
 
 STREAM_FORMAT = 1
@@ -259,12 +261,13 @@ class StreamedPairs:
                 f"epoch {epoch}: the prepared plan holds {self.batch_rows.shape[0]} epoch(s) "
                 f"(schedule changed since preparation?): prepare the run again"
             )
-        rows = np.asarray(self.batch_rows[epoch, step], dtype=np.int64)
-        sides = tuple(SRC if flag else TGT for flag in self.anchor_src[rows])
+        rows = np.asarray(self.batch_rows[epoch, step], dtype=np.int64)  # one contiguous run of the file
+        sides = tuple(SRC if flag else TGT for flag in read_rows(self.anchor_src, rows))
         if self.mixed:
             language_pair, side = None, None
         else:
-            language_pair, side = self.meta["pair_names"][int(self.pair[rows[0]])], sides[0]
+            pair_code = int(read_rows(self.pair, rows[:1])[0])
+            language_pair, side = self.meta["pair_names"][pair_code], sides[0]
         return GlobalBatch(step, rows, language_pair, side, sides, self.world_size)
 
     def batches(self, epoch: int, start_step: int = 0) -> Iterator[GlobalBatch]:
@@ -297,7 +300,8 @@ class StreamedPairs:
     def teacher_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The teacher cache rows of the source and target sentences of ``rows``."""
         rows = np.asarray(rows, dtype=np.int64)
-        return np.asarray(self.teacher_src[rows], np.int64), np.asarray(self.teacher_tgt[rows], np.int64)
+        src, tgt = read_rows(self.teacher_src, rows), read_rows(self.teacher_tgt, rows)
+        return src.astype(np.int64), tgt.astype(np.int64)
 
 
 __all__ = ["MIXED", "StreamedPairs", "write_stream"]
