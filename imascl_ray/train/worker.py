@@ -117,11 +117,20 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
         reporter.close(timeout_s=10.0)  # a failing worker group: keep what can go out quickly
         raise
     reporter.close()
-    summary["nodes"] = _gather(ray.get_runtime_context().get_node_id(), world_size)
-    # Each rank's peak resident memory: what a corpus's size costs a worker (benchmarks/corpus_scale.py).
+    # Where each rank ran and its peak resident memory (what a corpus's size costs a worker:
+    # benchmarks/corpus_scale.py), gathered in one collective.
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    summary["peak_rss_mib"] = _gather(round(peak_kib / 1024, 1), world_size)
-    summary["memory_mib"] = _gather({**memory_mib(), "peak_before": before.get("peak")}, world_size)
+    ranks = _gather(
+        {
+            "node": ray.get_runtime_context().get_node_id(),
+            "peak_rss_mib": round(peak_kib / 1024, 1),
+            "memory_mib": {**memory_mib(), "peak_before": before.get("peak")},
+        },
+        world_size,
+    )
+    summary["nodes"] = [rank_figures["node"] for rank_figures in ranks]
+    for key in ("peak_rss_mib", "memory_mib"):
+        summary[key] = [rank_figures[key] for rank_figures in ranks]
     return summary
 
 
